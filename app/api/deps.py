@@ -1,0 +1,149 @@
+"""Dependencies as ``Annotated`` aliases, so handlers read like prose."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.types import Message
+
+from app.config import Settings
+from app.errors import BadRequest, NotReady, PayloadTooLarge, UnsupportedMediaType
+from app.imaging import ImageLimits, decode_image
+from app.serving import ModelRegistry, ServedModel
+from app.timing import StageTimer
+
+RAW_IMAGE_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream"}
+)
+
+
+def get_app_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry | None = getattr(request.app.state, "registry", None)
+    if registry is None or not registry.ready:
+        raise NotReady("the service is not ready", headers={"Retry-After": "1"})
+    return registry
+
+
+def get_timer() -> StageTimer:
+    return StageTimer()
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+TimerDep = Annotated[StageTimer, Depends(get_timer)]
+ModelName = Annotated[
+    str | None,
+    Query(
+        description="A served model of this endpoint's task (GET /models); default: its default."
+    ),
+]
+
+
+def semantic_model(registry: RegistryDep, model: ModelName = None) -> ServedModel[Any]:
+    return registry.get("semantic", model)
+
+
+def instance_model(registry: RegistryDep, model: ModelName = None) -> ServedModel[Any]:
+    return registry.get("instance", model)
+
+
+SemanticModelDep = Annotated[ServedModel[Any], Depends(semantic_model)]
+InstanceModelDep = Annotated[ServedModel[Any], Depends(instance_model)]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(
+            f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes"
+        )
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _from_multipart(request: Request, body: bytes) -> bytes:
+    async def replay() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
+    except Exception as exc:  # python-multipart and Starlette raise several types
+        raise BadRequest(f"malformed multipart body: {exc}") from None
+    try:
+        field = form.get("image")
+        if not isinstance(field, UploadFile):
+            raise BadRequest("multipart body has no file field named 'image'")
+        return await field.read()
+    finally:
+        await form.close()
+
+
+def _from_json(body: bytes) -> bytes:
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON body: {exc}") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
+        raise BadRequest('JSON body must be {"image": "<base64 of the image file>"}')
+    encoded = payload["image"]
+    if encoded.startswith("data:") and "," in encoded:
+        encoded = encoded.split(",", 1)[1]  # tolerate a data URL's prefix
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"'image' is not valid base64: {exc}") from None
+
+
+async def image_bytes(request: Request, settings: SettingsDep) -> bytes:
+    """The image file's bytes from any of the three request forms of API.md."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    is_known = content_type in RAW_IMAGE_TYPES or content_type in (
+        "",
+        "multipart/form-data",
+        "application/json",
+    )
+    if not is_known:
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not accepted; send multipart/form-data with an "
+            "'image' file, application/json with base64 'image', or the raw bytes as "
+            f"{', '.join(sorted(RAW_IMAGE_TYPES))}"
+        )
+    body = await read_body(request, settings.max_body_bytes)
+    if content_type == "multipart/form-data":
+        data = await _from_multipart(request, body)
+    elif content_type == "application/json":
+        data = _from_json(body)
+    else:
+        data = body
+    if not data:
+        raise BadRequest("the request carries no image (empty body or empty 'image')")
+    return data
+
+
+async def decoded_image(
+    data: Annotated[bytes, Depends(image_bytes)], settings: SettingsDep, timer: TimerDep
+) -> np.ndarray:
+    limits = ImageLimits(max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
+    with timer.stage("decode"):
+        return await run_in_threadpool(decode_image, data, limits)
+
+
+ImageDep = Annotated[np.ndarray, Depends(decoded_image)]

@@ -1,0 +1,210 @@
+"""A generic dynamic batcher: a bounded queue of futures with one consumer task.
+
+It knows nothing about torch. Callers submit an item with a *group key*; a batch only holds
+items of one key (for the models here: images the network sees at the same shape), so
+batching never changes a result.
+
+Single-event-loop invariant: ``submit`` and the consumer task run on the same asyncio loop,
+and only they touch ``_pending`` and the futures, so no locks are needed. The batch function
+itself runs in a dedicated one-thread executor, never on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from app.errors import DeadlineExceeded, InternalError, NotReady, QueueFull, ServiceError
+
+log = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class Completed(Generic[ResultT]):
+    result: ResultT
+    queue_s: float  # from submit to the start of its batch
+    infer_s: float  # the batch's run time
+    batch_size: int
+
+
+@dataclass(eq=False)
+class _Entry(Generic[ItemT, ResultT]):
+    item: ItemT
+    key: Hashable
+    deadline: float  # loop.time() by which the result is needed
+    future: asyncio.Future[Completed[ResultT]]
+    submitted: float = field(default_factory=time.perf_counter)
+
+
+class Batcher(Generic[ItemT, ResultT]):
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence[ItemT]], list[ResultT]],
+        *,
+        name: str,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue_size: int,
+        retry_after_s: int = 1,
+    ) -> None:
+        self._run_batch = run_batch
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_queue_size = max_queue_size
+        self.retry_after_s = retry_after_s
+        self._pending: deque[_Entry[ItemT, ResultT]] = deque()
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = False
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        self._accepting = True
+        self._task = asyncio.get_running_loop().create_task(
+            self._consume(), name=f"batcher-{self.name}"
+        )
+
+    async def stop(self) -> None:
+        """Refuse new work, let queued work finish, then stop the consumer and the thread."""
+        self._accepting = False
+        while self._pending:
+            self._arrived.set()
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, item: ItemT, *, key: Hashable, timeout_s: float) -> Completed[ResultT]:
+        """Queue ``item`` and wait for its result; 503 when full, 504 past the timeout."""
+        if not self._accepting:
+            raise NotReady(
+                f"model {self.name!r} is not accepting requests (starting or shutting down)",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+        if len(self._pending) >= self.max_queue_size:
+            raise QueueFull(
+                f"model {self.name!r} has {len(self._pending)} requests queued, the limit is "
+                f"{self.max_queue_size}; retry later",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+        loop = asyncio.get_running_loop()
+        entry = _Entry(item, key, loop.time() + timeout_s, loop.create_future())
+        self._pending.append(entry)
+        self._arrived.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(entry.future), timeout_s)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"no result within the request timeout of {timeout_s:g} s"
+            ) from None
+        finally:
+            # Timed out or the caller went away: the consumer skips a done future, so the
+            # item costs no model time if it has not started yet.
+            entry.future.cancel()
+
+    def _take_batch(self) -> list[_Entry[ItemT, ResultT]]:
+        """Remove and return up to max_batch_size live entries sharing the oldest one's key."""
+        now = asyncio.get_running_loop().time()
+        self._drop_dead(now)
+        if not self._pending:
+            return []
+        key = self._pending[0].key
+        batch: list[_Entry[ItemT, ResultT]] = []
+        rest: deque[_Entry[ItemT, ResultT]] = deque()
+        for entry in self._pending:
+            if entry.key == key and len(batch) < self.max_batch_size:
+                batch.append(entry)
+            else:
+                rest.append(entry)
+        self._pending = rest
+        return batch
+
+    def _drop_dead(self, now: float) -> None:
+        live: deque[_Entry[ItemT, ResultT]] = deque()
+        for entry in self._pending:
+            if entry.future.done():
+                continue
+            if now >= entry.deadline:
+                entry.future.set_exception(DeadlineExceeded("the deadline passed while queued"))
+                continue
+            live.append(entry)
+        self._pending = live
+
+    def _ready_count(self, key: Hashable) -> int:
+        return sum(1 for e in self._pending if e.key == key and not e.future.done())
+
+    async def _consume(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._drop_dead(loop.time())
+            if not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+                continue
+            # Fill: wait for company for the oldest item's group, up to max_wait.
+            key = self._pending[0].key
+            fill_until = loop.time() + self.max_wait_s
+            while self._ready_count(key) < self.max_batch_size:
+                remaining = fill_until - loop.time()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+            batch = self._take_batch()
+            if batch:
+                await self._execute(batch)
+
+    async def _execute(self, batch: list[_Entry[ItemT, ResultT]]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        try:
+            results = await loop.run_in_executor(
+                self._executor, self._run_batch, [e.item for e in batch]
+            )
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch of {len(batch)} gave {len(results)} results")
+        except Exception as exc:
+            if len(batch) > 1:
+                # One bad item (or memory for a big batch) should not fail its neighbours.
+                log.warning(
+                    "batch of %d on %s failed (%r); retrying one by one", len(batch), self.name, exc
+                )
+                for entry in batch:
+                    if not entry.future.done():
+                        await self._execute([entry])
+                return
+            self._fail(batch[0], exc)
+            return
+        infer_s = time.perf_counter() - started
+        for entry, result in zip(batch, results, strict=True):
+            if not entry.future.done():
+                entry.future.set_result(
+                    Completed(result, started - entry.submitted, infer_s, len(batch))
+                )
+
+    def _fail(self, entry: _Entry[ItemT, ResultT], exc: Exception) -> None:
+        if entry.future.done():
+            return
+        if isinstance(exc, ServiceError):
+            entry.future.set_exception(exc)
+        else:
+            log.error("inference failed on %s", self.name, exc_info=exc)
+            entry.future.set_exception(InternalError("inference failed"))

@@ -1,0 +1,133 @@
+"""``segserve serve | weights fetch | models`` (also ``python -m app``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from app.config import Settings
+from app.errors import ConfigError
+from app.predictors.repository import ModelSpec, load_repository
+from app.predictors.weights import (
+    fetch_torchvision_weights,
+    locate_torchvision_weights,
+    weights_file_name,
+    weights_member,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the service (settings from SEGSERVE_* variables)")
+    serve.add_argument("--host", help="bind address (default: SEGSERVE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: SEGSERVE_PORT or 8000)")
+    weights = sub.add_parser("weights", help="manage torchvision weights files")
+    wsub = weights.add_subparsers(dest="weights_command", required=True)
+    fetch = wsub.add_parser("fetch", help="download the weights the model repository needs")
+    fetch.add_argument("models", nargs="*", help="model names (default: all)")
+    sub.add_parser("models", help="list the model repository and where weights come from")
+    return parser
+
+
+def _selected(specs: list[ModelSpec], names: Sequence[str]) -> list[ModelSpec]:
+    known = {s.name: s for s in specs}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown model(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    return [known[n] for n in names] if names else specs
+
+
+def _needs_torchvision_file(spec: ModelSpec) -> bool:
+    return spec.checkpoint is None and not spec.untrained
+
+
+def preflight(settings: Settings) -> None:
+    """Fail fast, with a clear message, on a bad repository or missing weights."""
+    for spec in load_repository(settings.models_dir):
+        if _needs_torchvision_file(spec):
+            member = weights_member(spec.architecture, spec.weights or "DEFAULT")
+            locate_torchvision_weights(
+                member, settings.weights_dir, allow_download=settings.allow_download, name=spec.name
+            )
+
+
+def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    preflight(settings)
+    app = create_app(settings)
+    # One process: a GPU model must not be copied into N workers that split its batches.
+    uvicorn.run(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.request_timeout_s),
+    )
+    return 0
+
+
+def cmd_fetch(settings: Settings, names: Sequence[str]) -> int:
+    for spec in _selected(load_repository(settings.models_dir), names):
+        if not _needs_torchvision_file(spec):
+            kind = "checkpoint" if spec.checkpoint else "untrained"
+            print(f"{spec.name}: nothing to fetch ({kind})")
+            continue
+        member = weights_member(spec.architecture, spec.weights or "DEFAULT")
+        target = settings.weights_dir / weights_file_name(member)
+        if target.is_file():
+            locate_torchvision_weights(
+                member, settings.weights_dir, allow_download=False, name=spec.name
+            )
+            print(f"{spec.name}: {target} present, hash ok")
+            continue
+        try:
+            path = fetch_torchvision_weights(member, settings.weights_dir)
+        except Exception as exc:
+            raise ConfigError(f"{spec.name}: download of {member.url} failed: {exc}") from None
+        print(f"{spec.name}: fetched {path}")
+    return 0
+
+
+def cmd_models(settings: Settings) -> int:
+    for spec in load_repository(settings.models_dir):
+        if spec.checkpoint is not None:
+            path = settings.weights_dir / spec.checkpoint
+            where = f"checkpoint {path} ({'present' if path.is_file() else 'MISSING'})"
+        elif spec.untrained:
+            where = "untrained (seeded)"
+        else:
+            member = weights_member(spec.architecture, spec.weights or "DEFAULT")
+            path = settings.weights_dir / weights_file_name(member)
+            state = "present" if path.is_file() else "missing: run `segserve weights fetch`"
+            where = f"torchvision:{type(member).__name__}.{member.name} at {path} ({state})"
+        default = " [default]" if spec.default else ""
+        print(f"{spec.name}{default}\t{spec.task}\t{spec.architecture}\t{where}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings()
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        if args.command == "serve":
+            return cmd_serve(settings, args.host, args.port)
+        if args.command == "weights":
+            return cmd_fetch(settings, args.models)
+        return cmd_models(settings)
+    except ConfigError as exc:
+        print(f"segserve: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

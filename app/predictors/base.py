@@ -1,0 +1,147 @@
+"""What every predictor shares: the device, building a torchvision model, the interface.
+
+A predictor is used from ONE inference thread (its batcher's), so it may keep per-batch state
+on its model (Mask R-CNN thresholds) without locks.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision import models as tv_models
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from app.errors import ConfigError
+from app.predictors.repository import ModelSpec
+from app.predictors.weights import ResolvedWeights
+
+log = logging.getLogger(__name__)
+
+ResultT = TypeVar("ResultT")
+
+# Builders that, given pretrained weights, build their backbone with FrozenBatchNorm2d
+# (see torchvision's maskrcnn_resnet50_fpn). We build untrained and load the state_dict
+# ourselves, so we freeze the same layers to match `builder(weights=...)` exactly.
+_FROZEN_BN_WHEN_TRAINED = frozenset({"maskrcnn_resnet50_fpn"})
+
+
+def resolve_device(setting: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; an unavailable CUDA device is a config error."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(setting)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"SEGSERVE_DEVICE={setting!r} but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"SEGSERVE_DEVICE={setting!r} but only {torch.cuda.device_count()} CUDA "
+                "device(s) are visible"
+            )
+    return device
+
+
+def _freeze_batch_norm(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            setattr(module, name, frozen)
+        else:
+            _freeze_batch_norm(child)
+
+
+def build_model(spec: ModelSpec, weights: ResolvedWeights, *, seed: int) -> nn.Module:
+    """The torchvision architecture of ``spec`` with ``weights`` loaded, in eval mode, on CPU."""
+    builder = tv_models.get_model_builder(spec.architecture)
+    kwargs: dict[str, Any] = dict(spec.options)
+    kwargs.update(weights=None, weights_backbone=None, num_classes=len(weights.categories))
+    state = weights.state_dict
+    if spec.task == "semantic":
+        # Build the auxiliary head only to accept a state_dict that has one; it is dropped below.
+        kwargs["aux_loss"] = state is not None and any(
+            k.startswith("aux_classifier.") for k in state
+        )
+    try:
+        # A private RNG: untrained models are reproducible without touching global state.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = builder(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(
+            f"model {spec.name!r}: bad [options] for {spec.architecture}: {exc}"
+        ) from None
+    if weights.source.startswith("torchvision:") and spec.architecture in _FROZEN_BN_WHEN_TRAINED:
+        _freeze_batch_norm(model.backbone.body)
+    if state is not None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            detail = str(exc)
+            if len(detail) > 2000:
+                detail = detail[:2000] + " ..."
+            raise ConfigError(
+                f"model {spec.name!r}: the weights ({weights.source}) do not fit "
+                f"{spec.architecture} with {len(weights.categories)} categories: {detail}"
+            ) from None
+    if spec.task == "semantic":
+        model.aux_classifier = None  # serving needs only the main head
+    return model.eval()
+
+
+class Predictor(ABC, Generic[ResultT]):
+    """A model on its device: groups images by input shape and runs batches of one group."""
+
+    task: str
+
+    def __init__(
+        self, spec: ModelSpec, model: nn.Module, weights: ResolvedWeights, device: torch.device
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.categories = weights.categories
+        self.source = weights.source
+        self.device = device
+        self.model = model.to(device)
+        # Every model uses its architecture's published preprocessing, trained or not.
+        self.preprocess = tv_models.get_model_weights(spec.architecture).DEFAULT.transforms()
+
+    def to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 numpy -> (3, H, W) uint8 tensor on the device (as read_image gives)."""
+        return (
+            torch.from_numpy(image).to(self.device, non_blocking=True).permute(2, 0, 1).contiguous()
+        )
+
+    @abstractmethod
+    def shape_key(self, height: int, width: int) -> Hashable:
+        """Images with equal keys reach the network at the same shape and may share a batch."""
+
+    @abstractmethod
+    def predict_batch(self, images: Sequence[np.ndarray], params: Sequence[Any]) -> list[ResultT]:
+        """Run one batch of images with equal shape keys; one result per image."""
+
+    @abstractmethod
+    def default_params(self) -> Any:
+        """Request parameters used for warm-up."""
+
+    def warmup(self, height: int = 480, width: int = 640) -> None:
+        """One inference so that lazy initialisation happens before the first request."""
+        image = np.zeros((height, width, 3), dtype=np.uint8)
+        self.predict_batch([image], [self.default_params()])
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "task": self.spec.task,
+            "architecture": self.spec.architecture,
+            "categories": self.categories,
+            "device": str(self.device),
+            "precision": "fp32",
+            "weights": self.source,
+            "default": self.spec.default,
+        }

@@ -1,0 +1,61 @@
+"""DeepLabV3 / FCN / LR-ASPP: torchvision's preset transforms, forward, upsample, argmax.
+
+The result equals torchvision's reference pipeline on the same weights::
+
+    batch = weights.transforms()(read_image(path)).unsqueeze(0)
+    logits = model(batch)["out"]
+    class_map = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False).argmax(1)
+
+All of it runs on the device; only the uint8 class map crosses to the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+
+from app.predictors.base import Predictor
+from app.results import SemanticResult
+
+
+class SemanticPredictor(Predictor[SemanticResult]):
+    task = "semantic"
+
+    def shape_key(self, height: int, width: int) -> Hashable:
+        # The preset resizes the short side to a fixed length, so images of many sizes share
+        # a network shape. Run torchvision's own resize on a meta tensor: exact, and free.
+        size = self.preprocess.resize_size
+        if size is None:
+            return (height, width)
+        probe = torch.empty((3, height, width), dtype=torch.uint8, device="meta")
+        resized = TF.resize(
+            probe,
+            size,
+            interpolation=self.preprocess.interpolation,
+            antialias=self.preprocess.antialias,
+        )
+        return tuple(resized.shape[-2:])
+
+    def default_params(self) -> Any:
+        return None
+
+    @torch.inference_mode()
+    def predict_batch(
+        self, images: Sequence[np.ndarray], params: Sequence[Any]
+    ) -> list[SemanticResult]:
+        batch = torch.stack([self.preprocess(self.to_tensor(image)) for image in images])
+        logits = self.model(batch)["out"]
+        maps = []
+        for i, image in enumerate(images):
+            # Each image is upsampled to its own size: images of one batch share the network
+            # shape, not necessarily the input size.
+            upsampled = F.interpolate(
+                logits[i : i + 1], size=image.shape[:2], mode="bilinear", align_corners=False
+            )
+            maps.append(upsampled.argmax(1)[0].to(torch.uint8))
+        return [SemanticResult(class_map=m.cpu().numpy()) for m in maps]

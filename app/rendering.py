@@ -1,0 +1,126 @@
+"""Turn predictor results into response bodies (PNG, JSON, overlay) as API.md specifies.
+
+Runs in the thread pool: polygon extraction and PNG compression are CPU work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from app import encoding
+from app.results import InstanceResult, SemanticResult
+
+OutputFormat = Literal["png", "json", "overlay"]
+MaskEncoding = Literal["polygons", "rle", "both"]
+PNG = "image/png"
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    model: str
+    categories: list[str]
+    keep: Collection[int] | None  # class ids to keep (None: all)
+    tolerance: float
+    min_area: float
+    compress_level: int
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def semantic_json(result: SemanticResult, opts: RenderOptions) -> dict[str, Any]:
+    class_map = result.class_map
+    counts = np.bincount(class_map.ravel(), minlength=len(opts.categories))
+    segments = []
+    # Class 0 is the background by torchvision's convention (and the repository's for checkpoints).
+    for class_id in np.flatnonzero(counts[1:]) + 1:
+        if opts.keep is not None and class_id not in opts.keep:
+            continue
+        polygons = encoding.mask_to_polygons(class_map == class_id, opts.tolerance, opts.min_area)
+        segments.append(
+            {
+                "label": opts.categories[class_id],
+                "class_id": int(class_id),
+                "area": int(counts[class_id]),
+                "polygons": polygons,
+            }
+        )
+    height, width = class_map.shape
+    return {"model": opts.model, "width": width, "height": height, "segments": segments}
+
+
+def render_semantic(
+    result: SemanticResult, image: np.ndarray, fmt: OutputFormat, opts: RenderOptions
+) -> tuple[bytes, str]:
+    if fmt == "png":
+        return encoding.class_map_to_png(result.class_map, opts.compress_level), PNG
+    if fmt == "overlay":
+        return encoding.semantic_overlay(
+            image, result.class_map, compress_level=opts.compress_level
+        ), PNG
+    return _json(semantic_json(result, opts)), JSON
+
+
+def _kept(result: InstanceResult, opts: RenderOptions) -> InstanceResult:
+    if opts.keep is None:
+        return result
+    kept = [i for i in result.instances if i.class_id in opts.keep]
+    return InstanceResult(result.height, result.width, kept)
+
+
+def instance_records(
+    result: InstanceResult, opts: RenderOptions, mask_encoding: MaskEncoding | None
+) -> list[dict[str, Any]]:
+    """The JSON instance list; ``mask_encoding=None`` leaves masks out (the PNG text chunk)."""
+    records = []
+    for inst in result.instances:
+        record: dict[str, Any] = {
+            "label": opts.categories[inst.class_id]
+            if inst.class_id < len(opts.categories)
+            else str(inst.class_id),
+            "class_id": inst.class_id,
+            "score": inst.score,
+            "bbox": list(inst.box),
+            "area": inst.area,
+        }
+        if mask_encoding in ("polygons", "both"):
+            record["polygons"] = encoding.mask_to_polygons(
+                inst.mask, opts.tolerance, opts.min_area, offset=inst.origin
+            )
+        if mask_encoding in ("rle", "both"):
+            record["rle"] = encoding.instance_rle(inst, result.height, result.width)
+        records.append(record)
+    return records
+
+
+def render_instances(
+    result: InstanceResult,
+    image: np.ndarray,
+    fmt: OutputFormat,
+    opts: RenderOptions,
+    mask_encoding: MaskEncoding,
+) -> tuple[bytes, str]:
+    result = _kept(result, opts)
+    if fmt == "png":
+        text = json.dumps(instance_records(result, opts, None), separators=(",", ":"))
+        id_map = encoding.instance_map(result)
+        return encoding.instance_map_to_png(id_map, text, opts.compress_level), PNG
+    if fmt == "overlay":
+        png = encoding.instance_overlay(
+            image, result, opts.categories, compress_level=opts.compress_level
+        )
+        return png, PNG
+    payload = {
+        "model": opts.model,
+        "width": result.width,
+        "height": result.height,
+        "instances": instance_records(result, opts, mask_encoding),
+    }
+    return _json(payload), JSON

@@ -1,0 +1,91 @@
+"""Response schemas: they document the API in /docs; handlers build the same shapes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Point = list[int]
+Ring = list[Point]
+Polygon = list[Ring]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="snake_case error code, e.g. `payload_too_large`.")
+    message: str = Field(description="What went wrong and why, with the limit and the value given.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Segment(BaseModel):
+    label: str = Field(description="The class's name in the model's categories.")
+    class_id: int = Field(description="Index of the class in the model's categories.")
+    area: int = Field(description="Number of pixels of this class.")
+    polygons: list[Polygon] = Field(
+        description="Polygons of the class: each a list of rings ([x, y] pixel centres), the "
+        "first ring the outer boundary, the rest holes (GeoJSON MultiPolygon order)."
+    )
+
+
+class SegmentResponse(BaseModel):
+    model: str = Field(description="The model that produced the result.")
+    width: int = Field(description="Width of the (EXIF-oriented) input in pixels.")
+    height: int = Field(description="Height of the (EXIF-oriented) input in pixels.")
+    segments: list[Segment] = Field(description="One per class present, background excluded.")
+
+
+class Rle(BaseModel):
+    size: list[int] = Field(description="[height, width] of the mask.")
+    counts: str = Field(description="COCO compressed RLE string (pycocotools).")
+
+
+class InstanceOut(BaseModel):
+    label: str = Field(description="The class's name in the model's categories.")
+    class_id: int = Field(description="Index of the class in the model's categories.")
+    score: float = Field(description="Detection confidence in [0, 1].")
+    bbox: list[float] = Field(description="[x0, y0, x1, y1] in pixels, x right, y down.")
+    area: int = Field(description="Number of pixels in the thresholded mask.")
+    polygons: list[Polygon] | None = Field(
+        None, description="The mask as polygons (mask_encoding polygons or both)."
+    )
+    rle: Rle | None = Field(None, description="The mask as COCO RLE (mask_encoding rle or both).")
+
+
+class InstancesResponse(BaseModel):
+    model: str = Field(description="The model that produced the result.")
+    width: int = Field(description="Width of the (EXIF-oriented) input in pixels.")
+    height: int = Field(description="Height of the (EXIF-oriented) input in pixels.")
+    instances: list[InstanceOut] = Field(description="Detections, highest score first.")
+
+
+class BatchingInfo(BaseModel):
+    max_batch_size: int = Field(description="Most images in one forward pass.")
+    max_wait_ms: float = Field(description="How long a batch waits to fill.")
+    max_queue_size: int = Field(description="Requests queued before 503.")
+
+
+class ModelInfo(BaseModel):
+    model_config = {"protected_namespaces": ()}
+
+    name: str = Field(description="Name to pass as `model=`.")
+    task: Literal["semantic", "instance"] = Field(description="Which endpoint serves it.")
+    architecture: str = Field(description="torchvision builder name.")
+    categories: list[str] = Field(description="Label of each class id.")
+    device: str = Field(description="Where the model runs, e.g. `cpu` or `cuda:0`.")
+    precision: str = Field(description="Numeric precision of inference.")
+    weights: str = Field(
+        description="`torchvision:<Enum>.<MEMBER>`, `checkpoint:<file>` or `untrained`."
+    )
+    default: bool = Field(description="Whether it is the default for its task.")
+    batching: BatchingInfo
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(description="`ok`, `ready`, or why not.")

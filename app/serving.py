@@ -1,0 +1,116 @@
+"""The served models: each predictor with its batcher, looked up by task and name.
+
+:class:`ModelRegistry` is built in the app's lifespan and is the only long-lived state the
+routes see (through ``app.api.deps``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from app.batching import Batcher, Completed
+from app.config import Settings
+from app.errors import ModelNotFound
+from app.predictors import Predictor, load_predictor
+from app.predictors.repository import ModelSpec, Task
+
+log = logging.getLogger(__name__)
+
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class Job:
+    image: np.ndarray
+    params: Any
+
+
+class ServedModel(Generic[ResultT]):
+    def __init__(self, predictor: Predictor[ResultT], settings: Settings) -> None:
+        self.predictor = predictor
+        self.spec: ModelSpec = predictor.spec
+        self.batcher: Batcher[Job, ResultT] = Batcher(
+            self._run,
+            name=predictor.name,
+            max_batch_size=self.spec.batching.max_batch_size,
+            max_wait_s=self.spec.batching.max_wait_ms / 1000,
+            max_queue_size=settings.max_queue_size,
+            retry_after_s=settings.retry_after_s,
+        )
+
+    def _run(self, jobs: Sequence[Job]) -> list[ResultT]:
+        return self.predictor.predict_batch([j.image for j in jobs], [j.params for j in jobs])
+
+    async def infer(self, image: np.ndarray, params: Any, timeout_s: float) -> Completed[ResultT]:
+        key = self.predictor.shape_key(image.shape[0], image.shape[1])
+        return await self.batcher.submit(Job(image, params), key=key, timeout_s=timeout_s)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **self.predictor.describe(),
+            "batching": {
+                "max_batch_size": self.batcher.max_batch_size,
+                "max_wait_ms": self.spec.batching.max_wait_ms,
+                "max_queue_size": self.batcher.max_queue_size,
+            },
+        }
+
+
+class ModelRegistry:
+    def __init__(self, models: Sequence[ServedModel[Any]]) -> None:
+        self.models = {m.spec.name: m for m in models}
+        self.ready = False
+
+    def get(self, task: Task, name: str | None) -> ServedModel[Any]:
+        """The named model of ``task`` (its default when ``name`` is None), else 404."""
+        if name is None:
+            for model in self.models.values():
+                if model.spec.task == task and model.spec.default:
+                    return model
+            raise ModelNotFound(f"no {task} model is served (GET /models lists what is)")
+        found = self.models.get(name)
+        if found is None or found.spec.task != task:
+            names = [n for n, m in self.models.items() if m.spec.task == task]
+            why = "is not served" if found is None else f"is a {found.spec.task} model"
+            raise ModelNotFound(
+                f"model {name!r} {why}; {task} models: {', '.join(names) or 'none'}"
+            )
+        return found
+
+    @classmethod
+    def load(cls, specs: Sequence[ModelSpec], settings: Settings) -> ModelRegistry:
+        served = []
+        for spec in specs:
+            started = time.perf_counter()
+            predictor = load_predictor(spec, settings)
+            log.info(
+                "loaded %s (%s, %s) on %s in %.1f s",
+                spec.name,
+                spec.architecture,
+                predictor.source,
+                predictor.device,
+                time.perf_counter() - started,
+            )
+            served.append(ServedModel(predictor, settings))
+        return cls(served)
+
+    async def warmup(self) -> None:
+        for model in self.models.values():
+            started = time.perf_counter()
+            await asyncio.to_thread(model.predictor.warmup)
+            log.info("warmed up %s in %.1f s", model.spec.name, time.perf_counter() - started)
+
+    def start(self) -> None:
+        for model in self.models.values():
+            model.batcher.start()
+
+    async def stop(self) -> None:
+        self.ready = False
+        await asyncio.gather(*(m.batcher.stop() for m in self.models.values()))

@@ -1,0 +1,28 @@
+"""Per-request stage timings, sent back in ``Server-Timing``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class StageTimer:
+    STAGES = ("decode", "queue", "infer", "encode")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.record(name, time.perf_counter() - started)
+
+    def record(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+    def header(self) -> str:
+        return ", ".join(f"{name};dur={s * 1000:.2f}" for name, s in self.seconds.items())
