@@ -4,9 +4,13 @@ It knows nothing about torch. Callers submit an item with a *group key*; a batch
 items of one key (for the models here: images the network sees at the same shape), so
 batching never changes a result.
 
-Single-event-loop invariant: ``submit`` and the consumer task run on the same asyncio loop,
-and only they touch ``_pending`` and the futures, so no locks are needed. The batch function
-itself runs in a dedicated one-thread executor, never on the loop.
+Single-event-loop invariant: ``submit``, ``stop`` and the consumer task run on the same
+asyncio loop, and only they touch ``_pending`` and the futures, so no locks are needed. The
+batch function itself runs in a dedicated one-thread executor, never on the loop.
+
+Every future is resolved on every path: with a result, with the batch function's error, with
+DeadlineExceeded, by its caller's cancellation, or, when the consumer ends (stop, crash,
+cancellation), with an error for whatever it still held.
 """
 
 from __future__ import annotations
@@ -67,7 +71,9 @@ class Batcher(Generic[ItemT, ResultT]):
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{name}")
         self._task: asyncio.Task[None] | None = None
+        self._running: list[_Entry[ItemT, ResultT]] = []  # the batch in the worker thread
         self._accepting = False
+        self._stopping = False
 
     @property
     def queue_depth(self) -> int:
@@ -80,15 +86,21 @@ class Batcher(Generic[ItemT, ResultT]):
         )
 
     async def stop(self) -> None:
-        """Refuse new work, let queued work finish, then stop the consumer and the thread."""
+        """Refuse new work, let queued and running work finish, then stop the consumer.
+
+        The consumer itself drains: it runs what is queued without waiting for company and
+        returns once nothing is queued or running, so no admitted caller loses its result
+        (cancelling it instead would drop the batch in the worker thread on the floor).
+        Calling it again, or on a batcher never started, is harmless.
+        """
         self._accepting = False
-        while self._pending:
-            self._arrived.set()
-            await asyncio.sleep(0.01)
+        self._stopping = True
+        self._arrived.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # wait(), not await: neither the consumer's end nor our own cancellation should
+            # cancel or re-raise from the other.
+            await asyncio.wait([self._task])
+        # The consumer only returns between batches, so the thread is idle: this does not block.
         self._executor.shutdown(wait=True)
 
     async def submit(self, item: ItemT, *, key: Hashable, timeout_s: float) -> Completed[ResultT]:
@@ -98,19 +110,23 @@ class Batcher(Generic[ItemT, ResultT]):
                 f"model {self.name!r} is not accepting requests (starting or shutting down)",
                 headers={"Retry-After": str(self.retry_after_s)},
             )
+        loop = asyncio.get_running_loop()
+        if len(self._pending) >= self.max_queue_size:
+            # Callers that timed out or went away keep their slot until the consumer next
+            # looks, which may be a whole batch away: free those before refusing anyone.
+            self._drop_dead(loop.time())
         if len(self._pending) >= self.max_queue_size:
             raise QueueFull(
                 f"model {self.name!r} has {len(self._pending)} requests queued, the limit is "
                 f"{self.max_queue_size}; retry later",
                 headers={"Retry-After": str(self.retry_after_s)},
             )
-        loop = asyncio.get_running_loop()
         entry = _Entry(item, key, loop.time() + timeout_s, loop.create_future())
         self._pending.append(entry)
         self._arrived.set()
         try:
             return await asyncio.wait_for(asyncio.shield(entry.future), timeout_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             raise DeadlineExceeded(
                 f"no result within the request timeout of {timeout_s:g} s"
             ) from None
@@ -151,26 +167,55 @@ class Batcher(Generic[ItemT, ResultT]):
         return sum(1 for e in self._pending if e.key == key and not e.future.done())
 
     async def _consume(self) -> None:
+        """Run batches until stopped; whatever ends this task, leave no caller waiting."""
+        crashed = False
+        try:
+            await self._serve()
+        except Exception:
+            crashed = True
+            log.exception("the batcher of %s stopped on an unexpected error", self.name)
+        finally:
+            # Normally empty by now; after a crash or a cancellation, fail what is left.
+            self._accepting = False
+            for entry in [*self._running, *self._pending]:
+                if not entry.future.done():
+                    entry.future.set_exception(
+                        InternalError("inference failed")
+                        if crashed
+                        else NotReady(
+                            f"model {self.name!r} stopped",
+                            headers={"Retry-After": str(self.retry_after_s)},
+                        )
+                    )
+            self._running = []
+            self._pending.clear()
+
+    async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             self._drop_dead(loop.time())
             if not self._pending:
+                if self._stopping:
+                    return
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            # Fill: wait for company for the oldest item's group, up to max_wait.
+            # Fill: wait for company for the oldest item's group, up to max_wait (not when
+            # stopping: then what is queued runs at once).
             key = self._pending[0].key
             fill_until = loop.time() + self.max_wait_s
-            while self._ready_count(key) < self.max_batch_size:
+            while not self._stopping and self._ready_count(key) < self.max_batch_size:
                 remaining = fill_until - loop.time()
                 if remaining <= 0:
                     break
                 self._arrived.clear()
-                with contextlib.suppress(TimeoutError):
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), remaining)
             batch = self._take_batch()
             if batch:
+                self._running = batch
                 await self._execute(batch)
+                self._running = []
 
     async def _execute(self, batch: list[_Entry[ItemT, ResultT]]) -> None:
         loop = asyncio.get_running_loop()

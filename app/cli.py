@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+
+import uvicorn
+from pydantic import ValidationError
 
 from app.config import Settings
 from app.errors import ConfigError
@@ -54,21 +60,41 @@ def preflight(settings: Settings) -> None:
             )
 
 
-def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
-    import uvicorn
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising SIGTERM/SIGINT after a graceful shutdown.
 
+    uvicorn re-raises the captured signal once it has drained, so the process ends with
+    status 143; for process managers (Kubernetes, compose) a clean, drained stop is exit 0.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
     from app.main import create_app
 
     preflight(settings)
-    app = create_app(settings)
-    # One process: a GPU model must not be copied into N workers that split its batches.
-    uvicorn.run(
-        app,
+    config = uvicorn.Config(
+        create_app(settings),
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
+        # One process: a GPU model must not be copied into N workers that split its batches.
+        workers=1,
         timeout_graceful_shutdown=int(settings.request_timeout_s),
     )
+    _Server(config).run()
     return 0
 
 
@@ -126,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_models(settings)
     except ConfigError as exc:
         print(f"segserve: error: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # a bad SEGSERVE_* value
+        print(f"segserve: error: invalid settings:\n{exc}", file=sys.stderr)
         return 2
 
 

@@ -1,7 +1,7 @@
 """Turning predictor results into what the HTTP API returns: polygons, PNGs, COCO RLE, overlays.
 
 Pure functions on numpy arrays and the dataclasses of `app.results`; nothing here knows about
-FastAPI or models. Torch is used only for torchvision's drawing utilities in the overlays.
+FastAPI or models. Torch appears only in the overlays (tensor blending, torchvision's boxes).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 from pycocotools import mask as coco_mask
-from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+from torchvision.utils import draw_bounding_boxes
 
 from app.results import Instance, InstanceResult
 
@@ -183,10 +183,7 @@ def png_bytes(
 ) -> bytes:
     """`image` as PNG bytes. Low compression by default: latency matters more than bytes."""
     buffer = io.BytesIO()
-    params: dict[str, Any] = {"compress_level": compress_level}
-    if pnginfo is not None:
-        params["pnginfo"] = pnginfo
-    image.save(buffer, format="PNG", **params)
+    image.save(buffer, format="PNG", compress_level=compress_level, pnginfo=pnginfo)
     return buffer.getvalue()
 
 
@@ -283,18 +280,17 @@ def _image_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def _paint(
-    image: torch.Tensor, labels: np.ndarray, values: list[int], alpha: float
+    image: torch.Tensor, labels: np.ndarray, colours: np.ndarray, alpha: float
 ) -> torch.Tensor:
-    """Blend the palette colour of each value in `values` over the pixels labelled with it."""
-    if not values:
-        return image
-    masks = labels[None] == np.asarray(values)[:, None, None]
-    colours: list[str | tuple[int, int, int]] = [_colour(v) for v in values]
-    out = draw_segmentation_masks(image, torch.from_numpy(masks), alpha=alpha, colors=colours)
-    # It blends every pixel in float and truncates, which can move untouched ones by 1.
-    untouched = torch.from_numpy(~masks.any(axis=0))
-    out[:, untouched] = image[:, untouched]
-    return out
+    """Blend `colours[label]` over every pixel whose label is not 0; others stay bit-identical.
+
+    The same arithmetic as torchvision's `draw_segmentation_masks` (float blend, truncated to
+    uint8), but one table lookup for all labels: that function scatters each mask separately,
+    which took 5 s for a 1080p map with 60 classes.
+    """
+    colour_image = torch.from_numpy(colours[labels]).permute(2, 0, 1)
+    blended = (image * (1 - alpha) + colour_image * alpha).to(torch.uint8)
+    return torch.where(torch.from_numpy(labels != 0), blended, image)
 
 
 def _to_png(image: torch.Tensor, compress_level: int) -> bytes:
@@ -306,10 +302,10 @@ def semantic_overlay(
 ) -> bytes:
     """RGB PNG of `image` with each non-background class blended in its palette colour."""
     tensor = _image_tensor(image)
-    if class_map.shape != image.shape[:2]:
-        raise ValueError(f"class_map {class_map.shape} does not match image {image.shape[:2]}")
-    present = [int(c) for c in np.unique(class_map) if c != 0]
-    return _to_png(_paint(tensor, class_map, present, alpha), compress_level)
+    if class_map.shape != image.shape[:2] or class_map.dtype != np.uint8:
+        raise ValueError(f"class_map {class_map.shape} {class_map.dtype} does not fit the image")
+    colours = np.array(_palette(), dtype=np.uint8).reshape(256, 3)
+    return _to_png(_paint(tensor, class_map, colours, alpha), compress_level)
 
 
 def instance_overlay(
@@ -330,11 +326,9 @@ def instance_overlay(
     if not result.instances:
         return _to_png(tensor, compress_level)
     class_ids = [inst.class_id for inst in result.instances]
-    # Pixel -> class of the instance that owns it; -1 where no instance does (class 0 is a
-    # valid id for custom checkpoints, so it cannot mark background here).
-    lookup = np.array([-1, *class_ids], dtype=np.int64)
-    class_of_pixel = lookup[instance_map(result)]
-    drawn = _paint(tensor, class_of_pixel, sorted(set(class_ids)), alpha)
+    # Row k: the colour of instance k's class; row 0 (background) is never painted.
+    colours = np.array([(0, 0, 0), *map(_colour, class_ids)], dtype=np.uint8)
+    drawn = _paint(tensor, instance_map(result), colours, alpha)
 
     boxes = torch.tensor([inst.box for inst in result.instances], dtype=torch.float32)
     texts = [

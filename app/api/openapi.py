@@ -57,13 +57,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 def image_responses(json_model: type, description: str) -> dict[int | str, dict[str, Any]]:
     return {
         200: {
+            "model": json_model,
             "description": description,
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": f"#/components/schemas/{json_model.__name__}"}
-                },
-                "image/png": {"schema": {"type": "string", "format": "binary"}},
-            },
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
         },
         **ERROR_RESPONSES,
     }

@@ -6,15 +6,17 @@ on its model (Mask R-CNN thresholds) without locks.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 from torchvision import models as tv_models
+from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from app.errors import ConfigError
@@ -56,9 +58,33 @@ def _freeze_batch_norm(module: nn.Module) -> None:
             _freeze_batch_norm(child)
 
 
+def _named_parameters(func: Callable[..., Any]) -> set[str]:
+    return {
+        n
+        for n, p in inspect.signature(func).parameters.items()
+        if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"
+    }
+
+
+def _check_options(spec: ModelSpec, builder: Callable[..., nn.Module]) -> None:
+    # torchvision's builders pass **kwargs down to classes that end in a **kwargs sink
+    # (segmentation builders, GeneralizedRCNNTransform) and silently ignore unknown names:
+    # refuse them here rather than let a typo pass unnoticed.
+    accepted = _named_parameters(builder)
+    if spec.task == "instance":
+        accepted |= _named_parameters(MaskRCNN.__init__) | _named_parameters(FasterRCNN.__init__)
+    accepted -= {"weights", "weights_backbone", "num_classes", "progress", "backbone"}
+    if unknown := sorted(set(spec.options) - accepted):
+        raise ConfigError(
+            f"model {spec.name!r}: bad [options] for {spec.architecture}: {', '.join(unknown)} "
+            f"(accepted: {', '.join(sorted(accepted))})"
+        )
+
+
 def build_model(spec: ModelSpec, weights: ResolvedWeights, *, seed: int) -> nn.Module:
     """The torchvision architecture of ``spec`` with ``weights`` loaded, in eval mode, on CPU."""
     builder = tv_models.get_model_builder(spec.architecture)
+    _check_options(spec, builder)
     kwargs: dict[str, Any] = dict(spec.options)
     kwargs.update(weights=None, weights_backbone=None, num_classes=len(weights.categories))
     state = weights.state_dict

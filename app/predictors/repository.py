@@ -6,6 +6,7 @@ reading code.
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ Task = Literal["semantic", "instance"]
 UNTRAINED = "none"
 
 
+@functools.cache
 def builders_for(task: Task) -> list[str]:
     """The torchvision builder names a task can serve."""
     if task == "semantic":

@@ -1,0 +1,112 @@
+# segserve developer commands (GNU make).
+#
+#   make venv           create .venv (python3 -m venv) and install into it if needed (= install)
+#   make serve          install if needed, then run the service (SEGSERVE_* settings apply)
+#   make test           install if needed, lint, then the whole test suite
+#   make lint / format  ruff check + ruff format --check + mypy / fix what ruff can
+#   make models         list the model repository and where each model's weights come from
+#   make fetch-weights  download the torchvision weights the repository needs (MODELS="a b")
+#   make bench          run the benchmark (bench/run.py) once there is one
+#   make clean          remove caches and build files (keeps .venv and weights/)
+#   make distclean      clean, and remove .venv too
+#
+# torch and torchvision are installed first, from TORCH_SPEC (plus TORCH_PIP_ARGS), so the
+# right build is chosen before `pip install -e '.[dev]'` sees pyproject's open ranges
+# (torch>=2.2). The default pins the versions this project is developed on. Elsewhere:
+#   make test TORCH_SPEC="torch torchvision"                       # latest from PyPI
+#   make serve TORCH_SPEC="torch==2.5.1 torchvision==0.20.1" \
+#              TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu124"  # a CUDA build
+# The install step runs only when needed: when .venv/.installed (the stamp) is missing, older
+# than pyproject.toml, or records a different TORCH_SPEC / TORCH_PIP_ARGS. `make reinstall`
+# forces it.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON         ?= python3
+VENV           ?= .venv
+TORCH_SPEC     ?= torch==2.14.1 torchvision==0.29.1
+TORCH_PIP_ARGS ?=
+PYTEST_ARGS    ?=
+SERVE_ARGS     ?=
+BENCH_ARGS     ?=
+MODELS         ?=
+
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# What the stamp records; a different value means the venv was installed another way.
+INSTALL_ID := $(strip $(TORCH_SPEC) $(TORCH_PIP_ARGS))
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv install reinstall serve test lint format bench models fetch-weights \
+        clean distclean FORCE
+
+help:
+	@sed -n '3,12p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
+
+# ----------------------------------------------------------------------------- install
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Rebuild the stamp when the recorded install differs from the requested one.
+ifneq ($(strip $(shell cat $(STAMP) 2>/dev/null)),$(strip $(INSTALL_ID)))
+$(STAMP): FORCE
+endif
+FORCE: ;
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install $(TORCH_PIP_ARGS) $(TORCH_SPEC)
+	$(BIN)/python -m pip install -e '.[dev]'
+	echo '$(INSTALL_ID)' > $@
+
+venv install: $(STAMP)
+
+reinstall:
+	rm -f $(STAMP)
+	$(MAKE) install
+
+# --------------------------------------------------------------------------------- run
+
+serve: $(STAMP)
+	$(BIN)/segserve serve $(SERVE_ARGS)
+
+models: $(STAMP)
+	$(BIN)/segserve models
+
+fetch-weights: $(STAMP)
+	$(BIN)/segserve weights fetch $(MODELS)
+
+ifneq ($(wildcard bench/run.py),)
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+else
+bench:
+	@echo "bench: bench/run.py does not exist yet; nothing to run (the benchmark is planned)."
+endif
+
+# -------------------------------------------------------------------------------- checks
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Lint first, then every test; -q keeps pytest's one-line summary ("N passed in ...").
+test: $(STAMP) lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# -------------------------------------------------------------------------------- clean
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi import FastAPI
+from PIL import Image
+
+from app.config import Settings
+from app.main import create_app
+from app.serving import ModelRegistry, ServedModel
+from tests.fakes import INST_CATEGORIES, SEM_CATEGORIES, FakeInstance, FakeSemantic, fake_specs
+
+
+class Served:
+    """The app under test with handles on its fake predictors."""
+
+    def __init__(
+        self,
+        app: FastAPI,
+        client: httpx.AsyncClient,
+        semantic: FakeSemantic,
+        instance: FakeInstance,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.semantic = semantic
+        self.instance = instance
+
+    def app_queue_depth(self) -> int:
+        return int(self.app.state.registry.models["fake-sem"].batcher.queue_depth)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    return Settings(_env_file=None, warmup=False, device="cpu", **overrides)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {}
+
+
+@pytest.fixture
+async def served(settings_overrides: dict[str, Any]) -> AsyncIterator[Served]:
+    sem_spec, inst_spec = fake_specs()
+    semantic = FakeSemantic(sem_spec, SEM_CATEGORIES)
+    instance = FakeInstance(inst_spec, INST_CATEGORIES)
+
+    def loader(settings: Settings) -> ModelRegistry:
+        return ModelRegistry([ServedModel(semantic, settings), ServedModel(instance, settings)])  # type: ignore[arg-type]
+
+    app = create_app(make_settings(**settings_overrides), loader=loader)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield Served(app, client, semantic, instance)
+    if semantic.gate is not None:
+        semantic.gate.set()
+
+
+def sample_image(width: int = 64, height: int = 48) -> np.ndarray:
+    """Bright top-left block, red square, dark bottom band, mid-grey elsewhere."""
+    image = np.full((height, width, 3), 120, dtype=np.uint8)
+    image[: height // 3, : width // 3] = 250
+    image[height // 3 : height // 3 + 8, width // 2 : width // 2 + 8] = (230, 10, 10)
+    image[-6:, :] = 5
+    return image
+
+
+def encode(image: np.ndarray, fmt: str = "PNG", **save: Any) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt, **save)
+    return buffer.getvalue()

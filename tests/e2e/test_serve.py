@@ -1,0 +1,152 @@
+"""A real `segserve serve` process on a free port, called over HTTP."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.e2e
+
+SEMANTIC = """task = "semantic"
+architecture = "lraspp_mobilenet_v3_large"
+weights = "none"
+[batching]
+max_batch_size = 4
+max_wait_ms = 20
+"""
+INSTANCE = """task = "instance"
+architecture = "maskrcnn_resnet50_fpn_v2"
+weights = "none"
+[options]
+min_size = 96
+max_size = 128
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def segserve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    models = tmp_path_factory.mktemp("models")
+    (models / "seg.toml").write_text(SEMANTIC)
+    (models / "inst.toml").write_text(INSTANCE)
+    port = free_port()
+    env = {
+        "SEGSERVE_MODELS_DIR": str(models),
+        "SEGSERVE_WEIGHTS_DIR": str(tmp_path_factory.mktemp("weights")),
+        "SEGSERVE_DEVICE": "cpu",
+    }
+    proc = segserve("serve", "--port", str(port), env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"segserve exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("segserve did not become ready in 180 s")
+    yield base, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def png(width: int, height: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_segment_and_instances_over_http(server: tuple[str, subprocess.Popen[str]]) -> None:
+    base, _ = server
+    with httpx.Client(base_url=base, timeout=60) as client:
+        models = {m["name"]: m for m in client.get("/models").json()["models"]}
+        assert models["seg"]["weights"] == "untrained" and models["seg"]["default"]
+        seg = client.post("/segment", files={"image": ("a.png", png(80, 60))})
+        assert seg.status_code == 200
+        assert Image.open(io.BytesIO(seg.content)).size == (80, 60)
+        assert {"decode", "queue", "infer", "encode"} <= {
+            part.split(";")[0].strip() for part in seg.headers["server-timing"].split(",")
+        }
+        inst = client.post(
+            "/instances?score_threshold=0&mask_encoding=both",
+            content=png(64, 48, 1),
+            headers={"Content-Type": "image/png"},
+        )
+        assert inst.status_code == 200
+        body = inst.json()
+        assert (body["width"], body["height"]) == (64, 48)
+        assert body["instances"], "a seeded untrained Mask R-CNN detects something at threshold 0"
+        assert {"rle", "polygons", "bbox", "score", "label"} <= set(body["instances"][0])
+        bad = client.post("/segment", content=b"nope", headers={"Content-Type": "image/png"})
+        assert bad.status_code == 415 and bad.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_sigterm_stops_cleanly(server: tuple[str, subprocess.Popen[str]]) -> None:
+    base, proc = server
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{base}/healthz", timeout=1)
+
+
+def test_missing_weights_offline_stop_startup_with_a_clear_message(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "seg.toml").write_text('task = "semantic"\narchitecture = "deeplabv3_resnet50"\n')
+    env = {
+        "SEGSERVE_MODELS_DIR": str(models),
+        "SEGSERVE_WEIGHTS_DIR": str(tmp_path / "weights"),
+        "SEGSERVE_ALLOW_DOWNLOAD": "false",
+    }
+    proc = segserve("serve", "--port", str(free_port()), env=env)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "deeplabv3_resnet50_coco-cd0a2569.pth" in out
+    assert str(tmp_path / "weights") in out
+    assert "segserve weights fetch seg" in out
+
+
+def test_models_command_lists_where_weights_come_from(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    env = {"SEGSERVE_MODELS_DIR": str(repo / "models"), "SEGSERVE_WEIGHTS_DIR": str(tmp_path)}
+    proc = segserve("models", env=env)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    lines = {line.split("\t")[0]: line for line in out.splitlines() if "\t" in line}
+    assert "deeplabv3_resnet50 [default]" in lines
+    assert "missing" in lines["deeplabv3_resnet50 [default]"]
+    assert "torchvision:DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1" in out

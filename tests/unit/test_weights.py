@@ -1,0 +1,182 @@
+"""Finding, verifying, downloading and loading weights, and building models from them."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models import get_model
+from torchvision.models._api import Weights, WeightsEnum
+from torchvision.transforms._presets import SemanticSegmentation
+
+from app.config import Settings
+from app.errors import ConfigError
+from app.predictors import load_predictor
+from app.predictors.base import build_model
+from app.predictors.repository import ModelSpec
+from app.predictors.weights import (
+    ResolvedWeights,
+    load_state_dict_file,
+    locate_torchvision_weights,
+    resolve_weights,
+    verify_file,
+)
+
+
+def hashed_file(directory: Path, stem: str, payload: bytes) -> Path:
+    """A file named the torch.hub way, ``<stem>-<sha256 prefix>.pth``."""
+    prefix = hashlib.sha256(payload).hexdigest()[:8]
+    path = directory / f"{stem}-{prefix}.pth"
+    path.write_bytes(payload)
+    return path
+
+
+def make_member(url: str) -> WeightsEnum:
+    class TestWeights(WeightsEnum):
+        V1 = Weights(url=url, transforms=SemanticSegmentation, meta={"categories": ["a", "b"]})
+
+    return TestWeights.V1
+
+
+def tensor_file_bytes(tmp_path: Path) -> bytes:
+    path = tmp_path / "tmp.pt"
+    torch.save({"w": torch.arange(4.0)}, path)
+    return path.read_bytes()
+
+
+def test_verify_checks_prefix_and_full_digest(tmp_path: Path) -> None:
+    path = hashed_file(tmp_path, "x", b"payload")
+    digest = hashlib.sha256(b"payload").hexdigest()
+    verify_file(path, hash_prefix=digest[:8], sha256=digest)
+    with pytest.raises(ConfigError, match="does not start with 00000000"):
+        verify_file(path, hash_prefix="00000000", sha256=None)
+    with pytest.raises(ConfigError, match=f"SHA-256 is {digest}"):
+        verify_file(path, hash_prefix=None, sha256="ab" * 32)
+
+
+def test_a_present_file_is_verified_and_used(tmp_path: Path) -> None:
+    source = hashed_file(tmp_path, "model", tensor_file_bytes(tmp_path))
+    weights_dir = tmp_path / "weights"
+    weights_dir.mkdir()
+    (weights_dir / source.name).write_bytes(source.read_bytes())
+    member = make_member(f"https://example.invalid/models/{source.name}")
+    assert locate_torchvision_weights(member, weights_dir, allow_download=False, name="m") == (
+        weights_dir / source.name
+    )
+    (weights_dir / source.name).write_bytes(b"tampered")
+    with pytest.raises(ConfigError, match="corrupt"):
+        locate_torchvision_weights(member, weights_dir, allow_download=False, name="m")
+
+
+def test_download_goes_into_the_weights_dir_hash_checked(tmp_path: Path) -> None:
+    source = hashed_file(tmp_path, "model", tensor_file_bytes(tmp_path))
+    member = make_member(source.as_uri())  # torch.hub downloads file:// URLs like any other
+    weights_dir = tmp_path / "weights"
+    found = locate_torchvision_weights(member, weights_dir, allow_download=True, name="m")
+    assert found == weights_dir / source.name
+    assert found.read_bytes() == source.read_bytes()
+    bad = tmp_path / "model-00000000.pth"
+    bad.write_bytes(source.read_bytes())
+    with pytest.raises(ConfigError, match="download failed"):
+        locate_torchvision_weights(
+            make_member(bad.as_uri()), tmp_path / "w2", allow_download=True, name="m"
+        )
+
+
+def test_offline_failure_names_the_file_and_the_remedy(tmp_path: Path) -> None:
+    member = make_member("http://127.0.0.1:9/models/deeplab-abcdef12.pth")  # nothing listens
+    for allow in (True, False):
+        with pytest.raises(ConfigError) as caught:
+            locate_torchvision_weights(member, tmp_path, allow_download=allow, name="sem")
+        message = str(caught.value)
+        assert str(tmp_path / "deeplab-abcdef12.pth") in message
+        assert "segserve weights fetch sem" in message
+        assert 'weights = "none"' in message
+
+
+def test_only_tensors_are_loaded(tmp_path: Path) -> None:
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {"a": torch.ones(2)}, "epoch": 3}, wrapped)
+    assert list(load_state_dict_file(wrapped)) == ["a"]
+    code = tmp_path / "code.pth"
+    torch.save({"a": torch.ones(1), "evil": Path("/etc/passwd")}, code)
+    with pytest.raises(ConfigError, match="not a loadable state_dict"):
+        load_state_dict_file(code)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match="junk.pth"):
+        load_state_dict_file(junk)
+    listy = tmp_path / "list.pth"
+    torch.save([torch.ones(1)], listy)
+    with pytest.raises(ConfigError, match="expected a state_dict"):
+        load_state_dict_file(listy)
+
+
+def lraspp_spec(**fields: object) -> ModelSpec:
+    return ModelSpec(
+        name="seg", task="semantic", architecture="lraspp_mobilenet_v3_large", **fields
+    )  # type: ignore[arg-type]
+
+
+def test_checkpoint_loads_into_the_architecture(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    reference = get_model(
+        "lraspp_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=3
+    )
+    torch.save(reference.state_dict(), tmp_path / "mine.pth")
+    spec = lraspp_spec(checkpoint="mine.pth", categories=["bg", "a", "b"])
+    predictor = load_predictor(spec, Settings(_env_file=None, weights_dir=tmp_path, device="cpu"))  # type: ignore[call-arg]
+    assert predictor.source == "checkpoint:mine.pth"
+    assert predictor.categories == ["bg", "a", "b"]
+    for name, tensor in reference.state_dict().items():
+        torch.testing.assert_close(predictor.model.state_dict()[name], tensor, rtol=0, atol=0)
+
+
+def test_checkpoint_mismatch_is_a_clear_error(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = get_model(
+        "lraspp_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=5
+    )
+    torch.save(model.state_dict(), tmp_path / "five.pth")
+    spec = lraspp_spec(checkpoint="five.pth", categories=["bg", "a", "b"])
+    weights = resolve_weights(spec, tmp_path, allow_download=False)
+    with pytest.raises(ConfigError) as caught:
+        build_model(spec, weights, seed=0)
+    assert "3 categories" in str(caught.value) and "size mismatch" in str(caught.value)
+    missing = ResolvedWeights({"x": torch.ones(1)}, ["bg", "a", "b"], "checkpoint:x.pth")
+    with pytest.raises(ConfigError, match="Missing key"):
+        build_model(spec, missing, seed=0)
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_weights(
+            lraspp_spec(checkpoint="absent.pth", categories=["a"]), tmp_path, allow_download=False
+        )
+
+
+def test_untrained_models_are_reproducible_and_leave_global_rng_alone() -> None:
+    spec = lraspp_spec(weights="none")
+    weights = resolve_weights(spec, Path("unused"), allow_download=False)
+    assert weights.source == "untrained" and weights.categories[0] == "__background__"
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first = build_model(spec, weights, seed=7).state_dict()
+    assert torch.equal(torch.rand(1), expected_next)
+    second = build_model(spec, weights, seed=7).state_dict()
+    other = build_model(spec, weights, seed=8).state_dict()
+    name = "classifier.low_classifier.weight"
+    assert torch.equal(first[name], second[name])
+    assert not torch.equal(first[name], other[name])
+
+
+@pytest.mark.parametrize(
+    ("task", "architecture"),
+    [("semantic", "lraspp_mobilenet_v3_large"), ("instance", "maskrcnn_resnet50_fpn_v2")],
+)
+def test_unknown_builder_options_are_a_config_error(task: str, architecture: str) -> None:
+    spec = ModelSpec(
+        name="m", task=task, architecture=architecture, weights="none", options={"colour": "red"}
+    )  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="bad \\[options\\].*colour"):
+        build_model(spec, resolve_weights(spec, Path("x"), allow_download=False), seed=0)
