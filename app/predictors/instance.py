@@ -7,7 +7,9 @@ changing it:
 
 * the lowest score threshold of the batch is pushed into the model (``roi_heads.score_thresh``)
   so masks are never computed for detections every request will drop. Dropping low scores
-  before NMS keeps the same high-scoring boxes: a box is only ever suppressed by a better one;
+  before NMS keeps the same high-scoring boxes: a box is only ever suppressed by a better one.
+  The model's own ``box_score_thresh`` and ``box_detections_per_img`` (its ``[options]``,
+  torchvision's 0.05 and 100 by default) stay a floor and a cap for every request;
 * masks are thresholded and cropped to their tight bounding box on the device, so only
   small boolean crops cross to the host.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,8 +64,23 @@ def _crop_masks(masks: torch.Tensor) -> list[tuple[np.ndarray, tuple[int, int]]]
     return out
 
 
+def _keep_at_least(threshold: float) -> float:
+    """The float32 just below ``threshold``: torchvision keeps ``score > thresh``, API.md
+    keeps ``score >= threshold``."""
+    return float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
+
+
 class InstancePredictor(Predictor[InstanceResult]):
     task = "instance"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        roi_heads: RoIHeads = self.model.roi_heads
+        self.score_floor = float(roi_heads.score_thresh)
+        self.detections_cap = int(roi_heads.detections_per_img)
+
+    def _model_threshold(self, requested: float) -> float:
+        return self.score_floor if requested <= self.score_floor else _keep_at_least(requested)
 
     def shape_key(self, height: int, width: int) -> Hashable:
         # GeneralizedRCNNTransform resizes, then pads the batch to a multiple of 32; images
@@ -81,8 +99,10 @@ class InstancePredictor(Predictor[InstanceResult]):
         self, images: Sequence[np.ndarray], params: Sequence[InstanceParams]
     ) -> list[InstanceResult]:
         roi_heads: RoIHeads = self.model.roi_heads
-        roi_heads.score_thresh = min(p.score_threshold for p in params)
-        roi_heads.detections_per_img = max(p.max_instances for p in params)
+        roi_heads.score_thresh = min(self._model_threshold(p.score_threshold) for p in params)
+        roi_heads.detections_per_img = min(
+            self.detections_cap, max(p.max_instances for p in params)
+        )
         inputs = [self.preprocess(self.to_tensor(image)) for image in images]
         outputs = self.model(inputs)
         return [
