@@ -9,12 +9,15 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from app.config import Settings
 from app.errors import ConfigError
+from app.predictors.base import check_options, resolve_device
 from app.predictors.repository import ModelSpec, load_repository
 from app.predictors.weights import (
     fetch_torchvision_weights,
@@ -24,12 +27,18 @@ from app.predictors.weights import (
 )
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535; got {text!r}")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segserve", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the service (settings from SEGSERVE_* variables)")
     serve.add_argument("--host", help="bind address (default: SEGSERVE_HOST or 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default: SEGSERVE_PORT or 8000)")
+    serve.add_argument("--port", type=_port, help="port (default: SEGSERVE_PORT or 8000)")
     weights = sub.add_parser("weights", help="manage torchvision weights files")
     wsub = weights.add_subparsers(dest="weights_command", required=True)
     fetch = wsub.add_parser("fetch", help="download the weights the model repository needs")
@@ -51,8 +60,10 @@ def _needs_torchvision_file(spec: ModelSpec) -> bool:
 
 
 def preflight(settings: Settings) -> None:
-    """Fail fast, with a clear message, on a bad repository or missing weights."""
+    """Fail fast, with a clear message, on a bad repository, device or missing weights."""
+    resolve_device(settings.device)
     for spec in load_repository(settings.models_dir):
+        check_options(spec)
         if _needs_torchvision_file(spec):
             member = weights_member(spec.architecture, spec.weights or "DEFAULT")
             locate_torchvision_weights(
@@ -66,6 +77,13 @@ class _Server(uvicorn.Server):
     uvicorn re-raises the captured signal once it has drained, so the process ends with
     status 143; for process managers (Kubernetes, compose) a clean, drained stop is exit 0.
     """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Readiness turns 503 at the signal, not only once connections have drained.
+        app = self.config.app
+        if isinstance(app, FastAPI):
+            app.state.draining = True
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -85,8 +103,15 @@ def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
     from app.main import create_app
 
     preflight(settings)
+    server: _Server | None = None
+
+    def stop(exc: BaseException) -> None:
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_startup_failure=stop)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
@@ -94,7 +119,11 @@ def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
         workers=1,
         timeout_graceful_shutdown=int(settings.request_timeout_s),
     )
-    _Server(config).run()
+    server = _Server(config)
+    server.run()
+    if app.state.startup_error is not None:
+        print(f"segserve: error: startup failed: {app.state.startup_error}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     max_image_side: Annotated[int, Field(ge=1)] = Field(
         10_000, description="Longest side accepted in pixels (413 above)."
     )
+    max_network_pixels: Annotated[int, Field(ge=1)] = Field(
+        4_000_000,
+        description="Largest input a model may see after its own resize (413 above): "
+        "bounds thin images that a short-side resize would blow up.",
+    )
     png_compress_level: Annotated[int, Field(ge=0, le=9)] = Field(
         1, description="zlib level for PNG responses: 1 is fast and still small for masks."
     )

@@ -51,6 +51,12 @@ class UndecodableImage(ServiceError):
     code = "undecodable_image"
 
 
+class ImageUnprocessable(ServiceError):
+    """A decodable image the model cannot take (e.g. so thin that its resize has no pixels)."""
+
+    code = "image_unprocessable"
+
+
 class QueueFull(ServiceError):
     code = "queue_full"
 
@@ -77,6 +83,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     UnsupportedMediaType: 415,
     InvalidParameter: 422,
     UndecodableImage: 422,
+    ImageUnprocessable: 422,
     QueueFull: 503,
     NotReady: 503,
     DeadlineExceeded: 504,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 
 from app.api import handlers, health, instances, models, segment
 from app.config import Settings, get_settings
+from app.errors import ConfigError
 from app.predictors import load_repository
 from app.serving import ModelRegistry
 
@@ -24,27 +26,63 @@ def load_registry(settings: Settings) -> ModelRegistry:
     return ModelRegistry.load(load_repository(settings.models_dir), settings)
 
 
+async def _start(app: FastAPI, settings: Settings, loader: RegistryLoader) -> None:
+    """Load, warm up and start every model; readiness turns true only at the end."""
+    # Loading blocks (disk, device transfers): keep it off the event loop.
+    registry = await asyncio.to_thread(loader, settings)
+    app.state.registry = registry
+    if settings.warmup:
+        await registry.warmup()
+    registry.start()
+    registry.ready = True
+    log.info("ready: %s", ", ".join(registry.models))
+
+
+async def wait_until_started(app: FastAPI) -> None:
+    """Wait for the background start of the lifespan (raises what it raised)."""
+    await app.state.startup
+
+
 def create_app(
-    settings: Settings | None = None, *, loader: RegistryLoader = load_registry
+    settings: Settings | None = None,
+    *,
+    loader: RegistryLoader = load_registry,
+    on_startup_failure: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
-    """Build the app; ``loader`` lets tests serve fake predictors through the real stack."""
+    """Build the app.
+
+    ``loader`` lets tests serve fake predictors through the real stack;
+    ``on_startup_failure`` is told when loading or warm-up fails (the CLI stops the server).
+    """
     settings = settings or get_settings()
+
+    async def start(app: FastAPI) -> None:
+        try:
+            await _start(app, settings, loader)
+        except Exception as exc:
+            log.error("startup failed: %s", exc, exc_info=not isinstance(exc, ConfigError))
+            app.state.startup_error = exc
+            if on_startup_failure is not None:
+                on_startup_failure(exc)
+            raise
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Loading blocks (disk, device transfers): keep it off the event loop.
-        registry = await asyncio.to_thread(loader, settings)
-        app.state.registry = registry
-        if settings.warmup:
-            await registry.warmup()
-        registry.start()
-        registry.ready = True
-        log.info("ready: %s", ", ".join(registry.models))
+        # Models load in the background so that the process answers /healthz (200) and
+        # /readyz (503) while they load, as probes expect; the server binds at once.
+        app.state.startup = asyncio.create_task(start(app), name="segserve-startup")
         try:
             yield
         finally:
-            # Readiness turns false first, then queued work drains before the threads stop.
-            await registry.stop()
+            app.state.draining = True
+            if not app.state.startup.done():
+                app.state.startup.cancel()
+            with contextlib.suppress(BaseException):
+                await app.state.startup
+            registry: ModelRegistry | None = getattr(app.state, "registry", None)
+            if registry is not None:
+                # Readiness is already false; queued work drains before the threads stop.
+                await registry.stop()
             log.info("stopped")
 
     app = FastAPI(
@@ -54,6 +92,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.registry = None
+    app.state.draining = False  # set on SIGTERM (cli) and at shutdown: readiness turns false
+    app.state.startup_error = None
     handlers.register(app)
     for module in (segment, instances, health, models):
         app.include_router(module.router)

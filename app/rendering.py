@@ -25,7 +25,7 @@ JSON = "application/json"
 class RenderOptions:
     model: str
     categories: list[str]
-    keep: Collection[int] | None  # class ids to keep (None: all)
+    keep: Collection[int] | None  # class ids to keep (None: all); instances filter in the model
     tolerance: float
     min_area: float
     compress_level: int
@@ -68,13 +68,6 @@ def render_semantic(
     return _json(semantic_json(result, opts)), JSON
 
 
-def _kept(result: InstanceResult, opts: RenderOptions) -> InstanceResult:
-    if opts.keep is None:
-        return result
-    kept = [i for i in result.instances if i.class_id in opts.keep]
-    return InstanceResult(result.height, result.width, kept)
-
-
 def instance_records(
     result: InstanceResult, opts: RenderOptions, mask_encoding: MaskEncoding | None
 ) -> list[dict[str, Any]]:
@@ -107,7 +100,6 @@ def render_instances(
     opts: RenderOptions,
     mask_encoding: MaskEncoding,
 ) -> tuple[bytes, str]:
-    result = _kept(result, opts)
     if fmt == "png":
         text = json.dumps(instance_records(result, opts, None), separators=(",", ":"))
         id_map = encoding.instance_map(result)

@@ -17,7 +17,7 @@ import numpy as np
 
 from app.batching import Batcher, Completed
 from app.config import Settings
-from app.errors import ModelNotFound
+from app.errors import ConfigError, ImageTooLarge, ModelNotFound
 from app.predictors import Predictor, load_predictor
 from app.predictors.repository import ModelSpec, Task
 
@@ -36,6 +36,7 @@ class ServedModel(Generic[ResultT]):
     def __init__(self, predictor: Predictor[ResultT], settings: Settings) -> None:
         self.predictor = predictor
         self.spec: ModelSpec = predictor.spec
+        self.max_network_pixels = settings.max_network_pixels
         self.batcher: Batcher[Job, ResultT] = Batcher(
             self._run,
             name=predictor.name,
@@ -49,8 +50,18 @@ class ServedModel(Generic[ResultT]):
         return self.predictor.predict_batch([j.image for j in jobs], [j.params for j in jobs])
 
     async def infer(self, image: np.ndarray, params: Any, timeout_s: float) -> Completed[ResultT]:
-        key = self.predictor.shape_key(image.shape[0], image.shape[1])
-        return await self.batcher.submit(Job(image, params), key=key, timeout_s=timeout_s)
+        height, width = image.shape[:2]
+        shape = self.predictor.network_shape(height, width)
+        if shape[0] * shape[1] > self.max_network_pixels:
+            # The short-side resize of the semantic presets turns a thin strip into a huge
+            # network input (1x300 -> 520x156000), which can exhaust memory or crash kernels.
+            raise ImageTooLarge(
+                f"an image of {width}x{height} pixels becomes {shape[1]}x{shape[0]} = "
+                f"{shape[0] * shape[1]} pixels after model {self.spec.name!r}'s resize, over the "
+                f"limit of {self.max_network_pixels} (SEGSERVE_MAX_NETWORK_PIXELS): its aspect "
+                "ratio is too extreme"
+            )
+        return await self.batcher.submit(Job(image, params), key=shape, timeout_s=timeout_s)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -104,7 +115,13 @@ class ModelRegistry:
     async def warmup(self) -> None:
         for model in self.models.values():
             started = time.perf_counter()
-            await asyncio.to_thread(model.predictor.warmup)
+            try:
+                await asyncio.to_thread(model.predictor.warmup)
+            except Exception as exc:
+                raise ConfigError(
+                    f"model {model.spec.name!r} failed its warm-up inference "
+                    f"({type(exc).__name__}: {exc}); check its [options]"
+                ) from exc
             log.info("warmed up %s in %.1f s", model.spec.name, time.perf_counter() - started)
 
     def start(self) -> None:

@@ -7,7 +7,7 @@ answer; `gate` lets a test hold a batch in the model until it says go.
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ class FakePredictor:
         self.fail_with: Exception | None = None
         self.entered = threading.Event()  # set when a batch reaches the model
 
-    def shape_key(self, height: int, width: int) -> Hashable:
+    def network_shape(self, height: int, width: int) -> tuple[int, int]:
         return (height, width)
 
     def warmup(self) -> None:
@@ -112,7 +112,7 @@ class FakeInstance(FakePredictor):
             found = [
                 i
                 for i in instance_truth(image, self.instances_per_image)
-                if i.score >= p.score_threshold
+                if i.score >= p.score_threshold and (not p.classes or i.class_id in p.classes)
             ][: p.max_instances]
             results.append(InstanceResult(image.shape[0], image.shape[1], found))
         return results

@@ -27,10 +27,16 @@ ClassesQuery = Annotated[
 ]
 ToleranceQuery = Annotated[
     float,
-    Query(ge=0, le=1000, description="Douglas-Peucker tolerance in pixels; 0 = exact boundary."),
+    Query(
+        ge=0,
+        le=1000,
+        allow_inf_nan=False,
+        description="Douglas-Peucker tolerance in pixels; 0 = exact boundary.",
+    ),
 ]
 MinAreaQuery = Annotated[
-    float, Query(ge=0, description="Drop polygons with a smaller area (pixels).")
+    float,
+    Query(ge=0, allow_inf_nan=False, description="Drop polygons with a smaller area (pixels)."),
 ]
 
 
@@ -46,9 +52,9 @@ def choose_format(
 
 def class_ids(classes: str | None, categories: list[str]) -> set[int] | None:
     """The ids of the comma-separated labels in ``classes``; 422 naming any unknown label."""
-    if classes is None:
+    wanted = [c.strip() for c in (classes or "").split(",") if c.strip()]
+    if not wanted:  # absent or empty (`classes=`): every class
         return None
-    wanted = [c.strip() for c in classes.split(",") if c.strip()]
     index = {label: i for i, label in enumerate(categories)}
     unknown = [c for c in wanted if c not in index]
     if unknown:

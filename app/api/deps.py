@@ -16,6 +16,7 @@ from starlette.types import Message
 from app.config import Settings
 from app.errors import BadRequest, NotReady, PayloadTooLarge, UnsupportedMediaType
 from app.imaging import ImageLimits, decode_image
+from app.readiness import is_ready
 from app.serving import ModelRegistry, ServedModel
 from app.timing import StageTimer
 
@@ -30,9 +31,12 @@ def get_app_settings(request: Request) -> Settings:
 
 
 def get_registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry | None = getattr(request.app.state, "registry", None)
-    if registry is None or not registry.ready:
-        raise NotReady("the service is not ready", headers={"Retry-After": "1"})
+    if not is_ready(request.app):
+        raise NotReady(
+            "the service is not ready (models loading, or shutting down)",
+            headers={"Retry-After": "1"},
+        )
+    registry: ModelRegistry = request.app.state.registry
     return registry
 
 
@@ -86,7 +90,8 @@ async def _from_multipart(request: Request, body: bytes) -> bytes:
     try:
         form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
     except Exception as exc:  # python-multipart and Starlette raise several types
-        raise BadRequest(f"malformed multipart body: {exc}") from None
+        detail = getattr(exc, "detail", None) or str(exc)
+        raise BadRequest(f"malformed multipart body: {detail}") from None
     try:
         field = form.get("image")
         if not isinstance(field, UploadFile):
@@ -103,7 +108,7 @@ def _from_json(body: bytes) -> bytes:
         raise BadRequest(f"malformed JSON body: {exc}") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
         raise BadRequest('JSON body must be {"image": "<base64 of the image file>"}')
-    encoded = payload["image"]
+    encoded = "".join(payload["image"].split())  # `base64` wraps lines by default
     if encoded.startswith("data:") and "," in encoded:
         encoded = encoded.split(",", 1)[1]  # tolerate a data URL's prefix
     try:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.handlers import error_response
+from app.readiness import is_ready
 from app.schemas import HealthResponse
 
 router = APIRouter(tags=["health"])
@@ -25,8 +26,7 @@ async def live() -> dict[str, str]:
 )
 @router.get("/v2/health/ready", response_model=HealthResponse, include_in_schema=False)
 async def ready(request: Request) -> JSONResponse:
-    registry = getattr(request.app.state, "registry", None)
-    if registry is None or not registry.ready:
+    if not is_ready(request.app):
         return error_response(
             503,
             "not_ready",

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Query, Response
 from app.api.common import OutputQueryDep, choose_format, infer_and_render
 from app.api.deps import ImageDep, InstanceModelDep, SettingsDep, TimerDep
 from app.api.openapi import IMAGE_REQUEST_BODY, image_responses
-from app.predictors import InstanceParams
+from app.predictors import MAX_INSTANCES, InstanceParams
 from app.rendering import MaskEncoding, render_instances
 from app.schemas import InstancesResponse
 
 router = APIRouter(tags=["inference"])
 
-Probability = Annotated[float, Query(ge=0, le=1)]
+Probability = Annotated[float, Query(ge=0, le=1, allow_inf_nan=False)]
 
 
 @router.post(
@@ -39,19 +39,16 @@ async def instances(
     ] = 0.5,
     mask_threshold: Annotated[Probability, Query(description="Mask probability cut-off.")] = 0.5,
     max_instances: Annotated[
-        int, Query(ge=1, le=1000, description="Keep at most this many, highest scores first.")
+        int,
+        Query(ge=1, le=MAX_INSTANCES, description="Keep at most this many, highest scores first."),
     ] = 100,
     mask_encoding: Annotated[
         MaskEncoding, Query(description="`polygons`, `rle` or `both`.")
     ] = "polygons",
 ) -> Response:
     fmt = choose_format(output.format, output.accept, default="json")
-    render = partial(
-        render_instances,
-        image=image,
-        fmt=fmt,
-        opts=output.options(model, settings),
-        mask_encoding=mask_encoding,
-    )
-    params = InstanceParams(score_threshold, mask_threshold, max_instances)
+    opts = output.options(model, settings)
+    render = partial(render_instances, image=image, fmt=fmt, opts=opts, mask_encoding=mask_encoding)
+    keep = None if opts.keep is None else frozenset(opts.keep)
+    params = InstanceParams(score_threshold, mask_threshold, max_instances, keep)
     return await infer_and_render(model, image, params, settings, timer, render)

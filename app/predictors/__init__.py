@@ -6,12 +6,13 @@ from typing import Any
 
 from app.config import Settings
 from app.predictors.base import Predictor, build_model, resolve_device
-from app.predictors.instance import InstanceParams, InstancePredictor
+from app.predictors.instance import MAX_INSTANCES, InstanceParams, InstancePredictor
 from app.predictors.repository import ModelSpec, load_repository
 from app.predictors.semantic import SemanticPredictor
 from app.predictors.weights import resolve_weights
 
 __all__ = [
+    "MAX_INSTANCES",
     "InstanceParams",
     "InstancePredictor",
     "Predictor",

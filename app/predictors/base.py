@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -19,7 +19,7 @@ from torchvision import models as tv_models
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from app.errors import ConfigError
+from app.errors import ConfigError, ImageUnprocessable
 from app.predictors.repository import ModelSpec
 from app.predictors.weights import ResolvedWeights
 
@@ -66,7 +66,9 @@ def _named_parameters(func: Callable[..., Any]) -> set[str]:
     }
 
 
-def _check_options(spec: ModelSpec, builder: Callable[..., nn.Module]) -> None:
+def check_options(spec: ModelSpec) -> None:
+    """Refuse ``[options]`` the architecture does not take (cheap: no model is built)."""
+    builder = tv_models.get_model_builder(spec.architecture)
     # torchvision's builders pass **kwargs down to classes that end in a **kwargs sink
     # (segmentation builders, GeneralizedRCNNTransform) and silently ignore unknown names:
     # refuse them here rather than let a typo pass unnoticed.
@@ -84,7 +86,7 @@ def _check_options(spec: ModelSpec, builder: Callable[..., nn.Module]) -> None:
 def build_model(spec: ModelSpec, weights: ResolvedWeights, *, seed: int) -> nn.Module:
     """The torchvision architecture of ``spec`` with ``weights`` loaded, in eval mode, on CPU."""
     builder = tv_models.get_model_builder(spec.architecture)
-    _check_options(spec, builder)
+    check_options(spec)
     kwargs: dict[str, Any] = dict(spec.options)
     kwargs.update(weights=None, weights_backbone=None, num_classes=len(weights.categories))
     state = weights.state_dict
@@ -98,7 +100,7 @@ def build_model(spec: ModelSpec, weights: ResolvedWeights, *, seed: int) -> nn.M
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = builder(**kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ConfigError(
             f"model {spec.name!r}: bad [options] for {spec.architecture}: {exc}"
         ) from None
@@ -143,9 +145,27 @@ class Predictor(ABC, Generic[ResultT]):
             torch.from_numpy(image).to(self.device, non_blocking=True).permute(2, 0, 1).contiguous()
         )
 
+    def network_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) the network sees for an input of this size.
+
+        Images with equal shapes may share a batch: each then sees exactly what it would alone.
+        An image the preprocessing cannot resize (a side rounds to 0 pixels) is refused here,
+        before it is queued.
+        """
+        try:
+            shape = self._network_shape(height, width)
+        except (ArithmeticError, RuntimeError, ValueError):
+            shape = (0, 0)
+        if min(shape) < 1:
+            raise ImageUnprocessable(
+                f"an image of {width}x{height} pixels is too thin for model {self.name!r}: "
+                "its resize leaves a side of 0 pixels"
+            )
+        return shape
+
     @abstractmethod
-    def shape_key(self, height: int, width: int) -> Hashable:
-        """Images with equal keys reach the network at the same shape and may share a batch."""
+    def _network_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The shape from the architecture's own preprocessing (may raise on degenerate sizes)."""
 
     @abstractmethod
     def predict_batch(self, images: Sequence[np.ndarray], params: Sequence[Any]) -> list[ResultT]:

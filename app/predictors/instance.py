@@ -8,15 +8,15 @@ changing it:
 * the lowest score threshold of the batch is pushed into the model (``roi_heads.score_thresh``)
   so masks are never computed for detections every request will drop. Dropping low scores
   before NMS keeps the same high-scoring boxes: a box is only ever suppressed by a better one.
-  The model's own ``box_score_thresh`` and ``box_detections_per_img`` (its ``[options]``,
-  torchvision's 0.05 and 100 by default) stay a floor and a cap for every request;
+  A model's ``box_score_thresh`` and ``box_detections_per_img``, when its ``[options]`` set
+  them, stay a floor and a cap for every request;
 * masks are thresholded and cropped to their tight bounding box on the device, so only
   small boolean crops cross to the host.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,10 @@ class InstanceParams:
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
     max_instances: int = 100
+    classes: frozenset[int] | None = None  # class ids to keep, before the max_instances cut
+
+
+MAX_INSTANCES = 1000  # the most a request may ask for
 
 
 def _crop_masks(masks: torch.Tensor) -> list[tuple[np.ndarray, tuple[int, int]]]:
@@ -75,21 +79,23 @@ class InstancePredictor(Predictor[InstanceResult]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        roi_heads: RoIHeads = self.model.roi_heads
-        self.score_floor = float(roi_heads.score_thresh)
-        self.detections_cap = int(roi_heads.detections_per_img)
+        # Requests choose their own cut; the model's [options], when an operator set them,
+        # bound every request (torchvision's own defaults, 0.05 and 100, do not).
+        options = self.spec.options
+        self.score_floor = float(options.get("box_score_thresh", 0.0))
+        self.detections_cap = int(options.get("box_detections_per_img", MAX_INSTANCES))
 
     def _model_threshold(self, requested: float) -> float:
         return self.score_floor if requested <= self.score_floor else _keep_at_least(requested)
 
-    def shape_key(self, height: int, width: int) -> Hashable:
+    def _network_shape(self, height: int, width: int) -> tuple[int, int]:
         # GeneralizedRCNNTransform resizes, then pads the batch to a multiple of 32; images
         # padded to the same shape see the same network input as when run alone. Its own
         # code on meta tensors gives that shape exactly, at no cost.
         transform: GeneralizedRCNNTransform = self.model.transform
         resized, _ = transform.resize(torch.empty((3, height, width), device="meta"), None)
         padded = transform.batch_images([resized], size_divisible=transform.size_divisible)
-        return tuple(padded.shape[-2:])
+        return int(padded.shape[-2]), int(padded.shape[-1])
 
     def default_params(self) -> InstanceParams:
         return InstanceParams()
@@ -100,9 +106,9 @@ class InstancePredictor(Predictor[InstanceResult]):
     ) -> list[InstanceResult]:
         roi_heads: RoIHeads = self.model.roi_heads
         roi_heads.score_thresh = min(self._model_threshold(p.score_threshold) for p in params)
-        roi_heads.detections_per_img = min(
-            self.detections_cap, max(p.max_instances for p in params)
-        )
+        # A class filter is applied after the model's cut, so it needs the full list.
+        wanted = max(MAX_INSTANCES if p.classes else p.max_instances for p in params)
+        roi_heads.detections_per_img = min(self.detections_cap, wanted)
         inputs = [self.preprocess(self.to_tensor(image)) for image in images]
         outputs = self.model(inputs)
         return [
@@ -114,7 +120,11 @@ class InstancePredictor(Predictor[InstanceResult]):
         self, out: dict[str, torch.Tensor], params: InstanceParams, height: int, width: int
     ) -> InstanceResult:
         # Outputs come sorted by score (batched_nms order); keep the request's own cut.
-        keep = (out["scores"] >= params.score_threshold).nonzero().flatten()[: params.max_instances]
+        selected = out["scores"] >= params.score_threshold
+        if params.classes:
+            wanted = torch.tensor(sorted(params.classes), device=selected.device)
+            selected &= torch.isin(out["labels"], wanted)
+        keep = selected.nonzero().flatten()[: params.max_instances]
         masks = out["masks"][keep, 0] > params.mask_threshold
         crops = _crop_masks(masks)
         scores = out["scores"][keep].cpu().tolist()

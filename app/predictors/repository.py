@@ -37,7 +37,8 @@ def builders_for(task: Task) -> list[str]:
 
 
 class BatchingSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: TOML has real types, so `default = "yes"` is a mistake, not a true.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     max_batch_size: int = Field(8, ge=1, le=256, description="Most images in one forward pass.")
     max_wait_ms: float = Field(
@@ -46,7 +47,7 @@ class BatchingSpec(BaseModel):
 
 
 class ModelSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
     name: str = Field(description="The TOML file's stem.")
     task: Task
@@ -100,9 +101,13 @@ class ModelSpec(BaseModel):
 def _describe(error: ValidationError, path: Path) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(p) for p in item["loc"]) or "(file)"
-        given = f" = {item['input']!r}" if key != "(file)" else ""
-        lines.append(f"{path}: {key}{given}: {item['msg']}")
+        key = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "missing":
+            lines.append(f"{path}: {key}: required, missing")
+        elif key:
+            lines.append(f"{path}: {key} = {item['input']!r}: {item['msg']}")
+        else:  # a check across keys: its message names them
+            lines.append(f"{path}: {item['msg']}")
     return "\n".join(lines)
 
 

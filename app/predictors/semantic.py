@@ -11,7 +11,7 @@ All of it runs on the device; only the uint8 class map crosses to the host.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from app.results import SemanticResult
 class SemanticPredictor(Predictor[SemanticResult]):
     task = "semantic"
 
-    def shape_key(self, height: int, width: int) -> Hashable:
+    def _network_shape(self, height: int, width: int) -> tuple[int, int]:
         # The preset resizes the short side to a fixed length, so images of many sizes share
         # a network shape. Run torchvision's own resize on a meta tensor: exact, and free.
         size = self.preprocess.resize_size
@@ -39,7 +39,7 @@ class SemanticPredictor(Predictor[SemanticResult]):
             interpolation=self.preprocess.interpolation,
             antialias=self.preprocess.antialias,
         )
-        return tuple(resized.shape[-2:])
+        return int(resized.shape[-2]), int(resized.shape[-1])
 
     def default_params(self) -> Any:
         return None

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from app.config import Settings
-from app.main import create_app
+from app.main import create_app, wait_until_started
 from app.serving import ModelRegistry, ServedModel
 from tests.fakes import INST_CATEGORIES, SEM_CATEGORIES, FakeInstance, FakeSemantic, fake_specs
 
@@ -55,6 +55,7 @@ async def served(settings_overrides: dict[str, Any]) -> AsyncIterator[Served]:
 
     app = create_app(make_settings(**settings_overrides), loader=loader)
     async with app.router.lifespan_context(app):
+        await wait_until_started(app)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield Served(app, client, semantic, instance)

@@ -124,6 +124,16 @@ async def test_image_over_the_pixel_cap_is_413(served: Served) -> None:
     assert "1000" in error["message"] and "3072" in error["message"]
 
 
+@pytest.mark.parametrize("settings_overrides", [{"max_network_pixels": 2000}])
+async def test_an_image_too_big_for_the_network_is_413(served: Served) -> None:
+    response = await served.client.post(
+        "/segment", content=encode(sample_image(64, 48)), headers={"Content-Type": "image/png"}
+    )
+    error = assert_error(response, 413, "image_too_large")
+    assert "2000" in error["message"] and "fake-sem" in error["message"]
+    assert served.semantic.batches == []
+
+
 async def test_unknown_route_and_method_use_the_error_shape(served: Served) -> None:
     assert_error(await served.client.get("/nope"), 404, "not_found")
     assert_error(await served.client.get("/segment"), 405, "method_not_allowed")

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
+import httpx
+import pytest
+
 from app.config import Settings
-from app.main import create_app
+from app.errors import ConfigError
+from app.main import create_app, wait_until_started
 from app.serving import ModelRegistry
 from tests.api.conftest import Served, make_settings
 from tests.fakes import INST_CATEGORIES, SEM_CATEGORIES
@@ -29,23 +35,51 @@ async def test_models_describes_every_model(served: Served) -> None:
     assert sem["batching"] == {"max_batch_size": 4, "max_wait_ms": 1.0, "max_queue_size": 64}
 
 
-async def test_readiness_is_503_until_the_lifespan_has_run_and_after_it() -> None:
-    import httpx
+async def test_readiness_follows_loading_and_shutdown() -> None:
+    loading = threading.Event()
 
     def loader(settings: Settings) -> ModelRegistry:
+        assert loading.wait(10)  # the test decides when loading finishes
         return ModelRegistry([])
 
     app = create_app(make_settings(), loader=loader)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        before = await client.get("/readyz")
-        assert before.status_code == 503
-        assert before.headers["retry-after"] == "1"
-        assert before.json()["error"]["code"] == "not_ready"
-        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 503
         async with app.router.lifespan_context(app):
+            # The lifespan has started; models are still loading: alive, not ready.
+            assert (await client.get("/healthz")).status_code == 200
+            during = await client.get("/readyz")
+            assert during.status_code == 503
+            assert during.headers["retry-after"] == "1"
+            assert during.json()["error"]["code"] == "not_ready"
+            models = await client.get("/models")
+            assert models.status_code == 503
+            loading.set()
+            await wait_until_started(app)
             assert (await client.get("/readyz")).status_code == 200
+            app.state.draining = True  # what SIGTERM sets, before connections drain
+            assert (await client.get("/v2/health/ready")).status_code == 503
         assert (await client.get("/v2/health/ready")).status_code == 503
+
+
+async def test_a_failed_start_is_reported_and_never_ready() -> None:
+    failures: list[BaseException] = []
+
+    def loader(settings: Settings) -> ModelRegistry:
+        raise ConfigError("models/x.toml: broken")
+
+    app = create_app(make_settings(), loader=loader, on_startup_failure=failures.append)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        app.router.lifespan_context(app),
+    ):
+        with pytest.raises(ConfigError):
+            await wait_until_started(app)
+        assert (await client.get("/readyz")).status_code == 503
+    assert [str(f) for f in failures] == ["models/x.toml: broken"]
+    assert isinstance(app.state.startup_error, ConfigError)
 
 
 async def test_openapi_documents_inputs_outputs_and_errors(served: Served) -> None:

@@ -92,6 +92,11 @@ async def test_classes_filter_keeps_only_those_labels(served: Served) -> None:
     body = (await post(served, "?classes=bar&score_threshold=0")).json()
     assert {i["label"] for i in body["instances"]} == {"bar"}
     assert len(body["instances"]) == 2
+    # The class filter comes before the max_instances cut: the best "bar" is 2nd overall.
+    top = (await post(served, "?classes=bar&score_threshold=0&max_instances=1")).json()
+    assert [i["label"] for i in top["instances"]] == ["bar"]
+    everything = (await post(served, "?classes=&score_threshold=0")).json()
+    assert len(everything["instances"]) == 5
 
 
 async def test_overlay_is_an_rgb_png(served: Served) -> None:

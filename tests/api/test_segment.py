@@ -44,7 +44,7 @@ async def test_every_input_form_gives_the_same_map(served: Served, form: str) ->
             "/segment", content=data, headers={"Content-Type": ctype}
         )
     else:
-        encoded = base64.b64encode(data).decode()
+        encoded = base64.encodebytes(data).decode()  # with line breaks, as `base64` writes
         if form == "data-url":
             encoded = "data:image/png;base64," + encoded
         response = await served.client.post("/segment", json={"image": encoded})
@@ -159,7 +159,17 @@ async def test_the_instance_model_is_not_a_semantic_model(served: Served) -> Non
     assert named.status_code == 200
 
 
-@pytest.mark.parametrize("query", ["format=jpeg", "tolerance=-1", "tolerance=abc", "min_area=-5"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "format=jpeg",
+        "tolerance=-1",
+        "tolerance=abc",
+        "tolerance=nan",
+        "min_area=inf",
+        "min_area=-5",
+    ],
+)
 async def test_invalid_query_values_are_422_naming_the_parameter(
     served: Served, query: str
 ) -> None:

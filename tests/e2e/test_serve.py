@@ -150,3 +150,27 @@ def test_models_command_lists_where_weights_come_from(tmp_path: Path) -> None:
     assert "deeplabv3_resnet50 [default]" in lines
     assert "missing" in lines["deeplabv3_resnet50 [default]"]
     assert "torchvision:DeepLabV3_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1" in out
+
+
+def test_a_model_that_fails_to_start_stops_the_server_with_its_reason(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    # Accepted by the builder, but the first forward pass fails: caught at warm-up.
+    (models / "inst.toml").write_text(INSTANCE.replace("min_size = 96", 'min_size = "big"'))
+    env = {"SEGSERVE_MODELS_DIR": str(models), "SEGSERVE_DEVICE": "cpu"}
+    proc = segserve("serve", "--port", str(free_port()), env=env)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 3, out
+    assert "'inst' failed its warm-up inference" in out
+    assert "check its [options]" in out
+
+
+def test_an_unavailable_device_is_refused_before_serving(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "seg.toml").write_text(SEMANTIC)
+    env = {"SEGSERVE_MODELS_DIR": str(models), "SEGSERVE_DEVICE": "cuda:99"}
+    proc = segserve("serve", "--port", str(free_port()), env=env)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    assert "SEGSERVE_DEVICE='cuda:99'" in out

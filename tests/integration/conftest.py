@@ -24,7 +24,7 @@ from torch import nn
 from torchvision.models import get_model
 
 from app.config import Settings
-from app.main import create_app
+from app.main import create_app, wait_until_started
 from app.serving import ModelRegistry
 from tests.integration.reference import calibrate
 
@@ -182,6 +182,7 @@ def serve(tmp_path: Path, weights_dir: Path) -> Serve:
         )
         app = create_app(settings)
         async with app.router.lifespan_context(app):
+            await wait_until_started(app)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://segserve", timeout=120

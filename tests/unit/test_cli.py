@@ -48,7 +48,9 @@ def test_fetch_verifies_a_present_file(repo: Path, capsys: pytest.CaptureFixture
     assert "does not start with 1167a1af" in capsys.readouterr().err
 
 
-def test_serve_preflight_stops_on_missing_weights(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_preflight_stops_on_missing_weights(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["serve", "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert "fcn_resnet50_coco-1167a1af.pth" in err

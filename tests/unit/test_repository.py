@@ -104,6 +104,11 @@ def test_weights_default_and_none(tmp_path: Path) -> None:
         ),
         ('task = "semantic"\nname = "x"\narchitecture = "fcn_resnet50"\n', ["name", "stem"]),
         ('task = "semantic\n', ["TOML"]),
+        ('architecture = "fcn_resnet50"\n', ["task: required, missing"]),
+        (
+            'task = "semantic"\narchitecture = "fcn_resnet50"\ndefault = "yes"\n',
+            ["default = 'yes'", "boolean"],
+        ),
     ],
 )
 def test_errors_name_the_file_key_and_value(
