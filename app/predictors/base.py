@@ -29,8 +29,18 @@ ResultT = TypeVar("ResultT")
 
 # Builders that, given pretrained weights, build their backbone with FrozenBatchNorm2d
 # (see torchvision's maskrcnn_resnet50_fpn). We build untrained and load the state_dict
-# ourselves, so we freeze the same layers to match `builder(weights=...)` exactly.
+# ourselves, so we freeze the same layers to match `builder(weights=...)` exactly; a
+# checkpoint saved from such a model shows it by lacking `num_batches_tracked` there.
 _FROZEN_BN_WHEN_TRAINED = frozenset({"maskrcnn_resnet50_fpn"})
+
+
+def _has_frozen_backbone(weights: ResolvedWeights) -> bool:
+    if weights.source.startswith("torchvision:"):
+        return True
+    state = weights.state_dict or {}
+    return (
+        "backbone.body.bn1.weight" in state and "backbone.body.bn1.num_batches_tracked" not in state
+    )
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -104,7 +114,7 @@ def build_model(spec: ModelSpec, weights: ResolvedWeights, *, seed: int) -> nn.M
         raise ConfigError(
             f"model {spec.name!r}: bad [options] for {spec.architecture}: {exc}"
         ) from None
-    if weights.source.startswith("torchvision:") and spec.architecture in _FROZEN_BN_WHEN_TRAINED:
+    if spec.architecture in _FROZEN_BN_WHEN_TRAINED and _has_frozen_backbone(weights):
         _freeze_batch_norm(model.backbone.body)
     if state is not None:
         try:

@@ -180,3 +180,26 @@ def test_unknown_builder_options_are_a_config_error(task: str, architecture: str
     )  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="bad \\[options\\].*colour"):
         build_model(spec, resolve_weights(spec, Path("x"), allow_download=False), seed=0)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_a_v1_mask_rcnn_checkpoint_keeps_its_batch_norm_kind(tmp_path: Path, frozen: bool) -> None:
+    """A checkpoint of a model built with pretrained weights (FrozenBatchNorm2d backbone) is
+    rebuilt the same way, so its outputs equal the model that saved it."""
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.models.resnet import resnet50
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    norm = FrozenBatchNorm2d if frozen else torch.nn.BatchNorm2d
+    source = MaskRCNN(_resnet_fpn_extractor(resnet50(norm_layer=norm), 3), num_classes=3)
+    torch.save(source.state_dict(), tmp_path / "v1.pth")
+    spec = ModelSpec(
+        name="v1",
+        task="instance",
+        architecture="maskrcnn_resnet50_fpn",
+        checkpoint="v1.pth",
+        categories=["bg", "a", "b"],
+    )
+    model = build_model(spec, resolve_weights(spec, tmp_path, allow_download=False), seed=0)
+    assert isinstance(model.backbone.body.bn1, norm)
