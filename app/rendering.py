@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from app import encoding
+from app.polygons import mask_to_polygons
 from app.results import InstanceResult, SemanticResult
 
 OutputFormat = Literal["png", "json", "overlay"]
@@ -43,7 +44,7 @@ def semantic_json(result: SemanticResult, opts: RenderOptions) -> dict[str, Any]
     for class_id in np.flatnonzero(counts[1:]) + 1:
         if opts.keep is not None and class_id not in opts.keep:
             continue
-        polygons = encoding.mask_to_polygons(class_map == class_id, opts.tolerance, opts.min_area)
+        polygons = mask_to_polygons(class_map == class_id, opts.tolerance, opts.min_area)
         segments.append(
             {
                 "label": opts.categories[class_id],
@@ -84,7 +85,7 @@ def instance_records(
             "area": inst.area,
         }
         if mask_encoding in ("polygons", "both"):
-            record["polygons"] = encoding.mask_to_polygons(
+            record["polygons"] = mask_to_polygons(
                 inst.mask, opts.tolerance, opts.min_area, offset=inst.origin
             )
         if mask_encoding in ("rle", "both"):
