@@ -10,22 +10,26 @@ changing it:
   before NMS keeps the same high-scoring boxes: a box is only ever suppressed by a better one.
   A model's ``box_score_thresh`` and ``box_detections_per_img``, when its ``[options]`` set
   them, stay a floor and a cap for every request;
-* masks are thresholded and cropped to their tight bounding box on the device, so only
-  small boolean crops cross to the host.
+* masks are pasted, thresholded and cropped one box at a time on the device
+  (:mod:`app.predictors.masks`), never as N full-size float canvases, and only for the
+  detections a request keeps; small boolean crops cross to the host.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
 from app.predictors.base import Predictor
+from app.predictors.masks import paste_and_crop
 from app.results import Instance, InstanceResult
 
 
@@ -38,34 +42,6 @@ class InstanceParams:
 
 
 MAX_INSTANCES = 1000  # the most a request may ask for
-
-
-def _crop_masks(masks: torch.Tensor) -> list[tuple[np.ndarray, tuple[int, int]]]:
-    """(N, H, W) bool on the device -> per mask, its tight crop and (x, y) origin on the host."""
-    if masks.shape[0] == 0:
-        return []
-    rows, cols = masks.any(dim=2), masks.any(dim=1)
-    height, width = masks.shape[1:]
-    # First/last True along each axis; argmax of a bool finds the first True.
-    y0 = rows.int().argmax(dim=1)
-    y1 = height - rows.flip(1).int().argmax(dim=1)
-    x0 = cols.int().argmax(dim=1)
-    x1 = width - cols.flip(1).int().argmax(dim=1)
-    bounds = torch.stack([y0, y1, x0, x1, rows.any(dim=1).int()], dim=1).cpu().tolist()
-    crops = [
-        masks[i, a:b, c:d].flatten() if nonempty else masks.new_zeros(0)
-        for i, (a, b, c, d, nonempty) in enumerate(bounds)
-    ]
-    flat = torch.cat(crops).cpu().numpy()  # one transfer for all crops
-    out, offset = [], 0
-    for a, b, c, d, nonempty in bounds:
-        if not nonempty:
-            out.append((np.zeros((0, 0), dtype=bool), (0, 0)))
-            continue
-        n = (b - a) * (d - c)
-        out.append((flat[offset : offset + n].reshape(b - a, d - c), (c, a)))
-        offset += n
-    return out
 
 
 def _keep_at_least(threshold: float) -> float:
@@ -110,11 +86,28 @@ class InstancePredictor(Predictor[InstanceResult]):
         wanted = max(MAX_INSTANCES if p.classes else p.max_instances for p in params)
         roi_heads.detections_per_img = min(self.detections_cap, wanted)
         inputs = [self.preprocess(self.to_tensor(image)) for image in images]
-        outputs = self.model(inputs)
+        outputs = self._detect(inputs)
         return [
             self._result(out, p, image.shape[0], image.shape[1])
             for out, p, image in zip(outputs, params, images, strict=True)
         ]
+
+    def _detect(self, inputs: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """GeneralizedRCNN.forward in eval mode, up to (not including) mask pasting: boxes in
+        input pixels, masks still (N, 1, 28, 28) probabilities."""
+        model = cast(MaskRCNN, self.model)
+        original_sizes = [(int(t.shape[-2]), int(t.shape[-1])) for t in inputs]
+        batch, _ = model.transform(inputs)
+        features = model.backbone(batch.tensors)
+        if isinstance(features, torch.Tensor):
+            features = OrderedDict([("0", features)])
+        proposals, _ = model.rpn(batch, features)
+        detections, _ = model.roi_heads(features, proposals, batch.image_sizes)
+        for found, resized, original in zip(
+            detections, batch.image_sizes, original_sizes, strict=True
+        ):
+            found["boxes"] = resize_boxes(found["boxes"], resized, original)
+        return detections
 
     def _result(
         self, out: dict[str, torch.Tensor], params: InstanceParams, height: int, width: int
@@ -125,11 +118,11 @@ class InstancePredictor(Predictor[InstanceResult]):
             wanted = torch.tensor(sorted(params.classes), device=selected.device)
             selected &= torch.isin(out["labels"], wanted)
         keep = selected.nonzero().flatten()[: params.max_instances]
-        masks = out["masks"][keep, 0] > params.mask_threshold
-        crops = _crop_masks(masks)
+        boxes_kept = out["boxes"][keep]
+        crops = paste_and_crop(out["masks"][keep], boxes_kept, height, width, params.mask_threshold)
         scores = out["scores"][keep].cpu().tolist()
         labels = out["labels"][keep].cpu().tolist()
-        boxes = out["boxes"][keep].cpu().tolist()
+        boxes = boxes_kept.cpu().tolist()
         instances = [
             Instance(class_id=int(c), score=float(s), box=tuple(b), mask=m, origin=o)
             for c, s, b, (m, o) in zip(labels, scores, boxes, crops, strict=True)
