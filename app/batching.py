@@ -101,8 +101,13 @@ class Batcher(Generic[ItemT, ResultT]):
             # wait(), not await: neither the consumer's end nor our own cancellation should
             # cancel or re-raise from the other.
             await asyncio.wait([self._task])
-        # The consumer only returns between batches, so the thread is idle: this does not block.
-        self._executor.shutdown(wait=True)
+        # Normally the thread is idle by now; if the consumer was cancelled mid-batch it is
+        # not, so wait for it off the event loop.
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    async def run_in_worker(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` on the inference thread (warm-up: per-thread device state gets built)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def submit(self, item: ItemT, *, key: Hashable, timeout_s: float) -> Completed[ResultT]:
         """Queue ``item`` and wait for its result; 503 when full, 504 past the timeout."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import signal
 import sys
 import threading
@@ -22,8 +23,8 @@ from app.predictors.repository import ModelSpec, load_repository
 from app.predictors.weights import (
     fetch_torchvision_weights,
     locate_torchvision_weights,
+    spec_weights,
     weights_file_name,
-    weights_member,
 )
 
 
@@ -65,7 +66,7 @@ def preflight(settings: Settings) -> None:
     for spec in load_repository(settings.models_dir):
         check_options(spec)
         if _needs_torchvision_file(spec):
-            member = weights_member(spec.architecture, spec.weights or "DEFAULT")
+            member = spec_weights(spec)
             locate_torchvision_weights(
                 member, settings.weights_dir, allow_download=settings.allow_download, name=spec.name
             )
@@ -117,7 +118,7 @@ def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
         log_level=settings.log_level,
         # One process: a GPU model must not be copied into N workers that split its batches.
         workers=1,
-        timeout_graceful_shutdown=int(settings.request_timeout_s),
+        timeout_graceful_shutdown=math.ceil(settings.request_timeout_s),
     )
     server = _Server(config)
     server.run()
@@ -133,7 +134,7 @@ def cmd_fetch(settings: Settings, names: Sequence[str]) -> int:
             kind = "checkpoint" if spec.checkpoint else "untrained"
             print(f"{spec.name}: nothing to fetch ({kind})")
             continue
-        member = weights_member(spec.architecture, spec.weights or "DEFAULT")
+        member = spec_weights(spec)
         target = settings.weights_dir / weights_file_name(member)
         if target.is_file():
             locate_torchvision_weights(
@@ -157,7 +158,7 @@ def cmd_models(settings: Settings) -> int:
         elif spec.untrained:
             where = "untrained (seeded)"
         else:
-            member = weights_member(spec.architecture, spec.weights or "DEFAULT")
+            member = spec_weights(spec)
             path = settings.weights_dir / weights_file_name(member)
             state = "present" if path.is_file() else "missing: run `segserve weights fetch`"
             where = f"torchvision:{type(member).__name__}.{member.name} at {path} ({state})"

@@ -12,8 +12,6 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Precision = Literal["fp32", "fp16", "bf16"]
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -38,7 +36,8 @@ class Settings(BaseSettings):
         64, description="Requests waiting per model before new ones get 503."
     )
     request_timeout_s: Annotated[float, Field(gt=0)] = Field(
-        60.0, description="A request not answered within this many seconds gets 504."
+        60.0,
+        description="A request not answered within this many seconds of its arrival gets 504.",
     )
     retry_after_s: Annotated[int, Field(ge=1)] = Field(
         1, description="`Retry-After` sent with 503 answers."
@@ -62,7 +61,11 @@ class Settings(BaseSettings):
     )
     warmup: bool = Field(True, description="Run one inference per model before turning ready.")
     seed: int = Field(0, description='Seed for models built with `weights = "none"`.')
-    api_key: SecretStr | None = Field(None, description="Unset: no authentication.")
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, inference and /models need `Authorization: Bearer <key>` or "
+        "`X-API-Key: <key>` (401 otherwise); health endpoints stay open. Unset: no auth.",
+    )
 
     @field_validator("device")
     @classmethod

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.api import handlers, health, instances, models, segment
+from app.api.auth import require_api_key
 from app.config import Settings, get_settings
 from app.errors import ConfigError
 from app.predictors import load_repository
@@ -77,8 +77,9 @@ def create_app(
             app.state.draining = True
             if not app.state.startup.done():
                 app.state.startup.cancel()
-            with contextlib.suppress(BaseException):
-                await app.state.startup
+            await asyncio.wait([app.state.startup])
+            if not app.state.startup.cancelled():
+                app.state.startup.exception()  # retrieved: start() has logged it
             registry: ModelRegistry | None = getattr(app.state, "registry", None)
             if registry is not None:
                 # Readiness is already false; queued work drains before the threads stop.
@@ -96,6 +97,7 @@ def create_app(
     app.state.draining = False  # set on SIGTERM (cli) and at shutdown: readiness turns false
     app.state.startup_error = None
     handlers.register(app)
-    for module in (segment, instances, health, models):
-        app.include_router(module.router)
+    app.include_router(health.router)  # open: probes carry no keys
+    for module in (segment, instances, models):
+        app.include_router(module.router, dependencies=[Depends(require_api_key)])
     return app

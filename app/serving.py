@@ -7,6 +7,7 @@ routes see (through ``app.api.deps``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ class ServedModel(Generic[ResultT]):
         self.predictor = predictor
         self.spec: ModelSpec = predictor.spec
         self.max_network_pixels = settings.max_network_pixels
+        self._network_shape = functools.lru_cache(maxsize=4096)(predictor.network_shape)
         self.batcher: Batcher[Job, ResultT] = Batcher(
             self._run,
             name=predictor.name,
@@ -51,7 +53,9 @@ class ServedModel(Generic[ResultT]):
 
     async def infer(self, image: np.ndarray, params: Any, timeout_s: float) -> Completed[ResultT]:
         height, width = image.shape[:2]
-        shape = self.predictor.network_shape(height, width)
+        # Torchvision's own resize code computes the shape (a few ms for Mask R-CNN): off the
+        # event loop, and cached since inputs come in few distinct sizes.
+        shape = await asyncio.to_thread(self._network_shape, height, width)
         if shape[0] * shape[1] > self.max_network_pixels:
             # The short-side resize of the semantic presets turns a thin strip into a huge
             # network input (1x300 -> 520x156000), which can exhaust memory or crash kernels.
@@ -116,7 +120,8 @@ class ModelRegistry:
         for model in self.models.values():
             started = time.perf_counter()
             try:
-                await asyncio.to_thread(model.predictor.warmup)
+                # On the model's own inference thread: CUDA/cuDNN handles are per thread.
+                await model.batcher.run_in_worker(model.predictor.warmup)
             except Exception as exc:
                 raise ConfigError(
                     f"model {model.spec.name!r} failed its warm-up inference "

@@ -8,10 +8,13 @@ from contextlib import contextmanager
 
 
 class StageTimer:
-    STAGES = ("decode", "queue", "infer", "encode")
-
     def __init__(self) -> None:
+        self.started = time.perf_counter()  # when the request's handling began
         self.seconds: dict[str, float] = {}
+
+    def remaining(self, budget_s: float) -> float:
+        """What is left of ``budget_s`` seconds counted from the start of the request."""
+        return budget_s - (time.perf_counter() - self.started)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -32,6 +32,7 @@ class FakePredictor:
         self.gate: threading.Event | None = None  # when set by a test, batches wait for it
         self.fail_with: Exception | None = None
         self.entered = threading.Event()  # set when a batch reaches the model
+        self.params: list[Any] = []  # the request parameters of every image run
 
     def network_shape(self, height: int, width: int) -> tuple[int, int]:
         return (height, width)
@@ -54,7 +55,8 @@ class FakePredictor:
             "default": self.spec.default,
         }
 
-    def _enter(self, n: int) -> None:
+    def _enter(self, n: int, params: Sequence[Any]) -> None:
+        self.params.extend(params)
         self.entered.set()
         if self.gate is not None:
             self.gate.wait(timeout=30)
@@ -75,7 +77,7 @@ def semantic_truth(image: np.ndarray) -> np.ndarray:
 
 class FakeSemantic(FakePredictor):
     def predict_batch(self, images: Sequence[np.ndarray], params: Sequence[Any]) -> list[Any]:
-        self._enter(len(images))
+        self._enter(len(images), params)
         return [SemanticResult(class_map=semantic_truth(img)) for img in images]
 
 
@@ -106,7 +108,7 @@ class FakeInstance(FakePredictor):
         return InstanceParams()
 
     def predict_batch(self, images: Sequence[np.ndarray], params: Sequence[Any]) -> list[Any]:
-        self._enter(len(images))
+        self._enter(len(images), params)
         results = []
         for image, p in zip(images, params, strict=True):
             found = [

@@ -11,7 +11,7 @@ from fastapi import Depends, Header, Query, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.config import Settings
-from app.errors import InvalidParameter
+from app.errors import DeadlineExceeded, InvalidParameter
 from app.rendering import OutputFormat, RenderOptions
 from app.serving import ServedModel
 from app.timing import StageTimer
@@ -107,7 +107,13 @@ async def infer_and_render(
     render: Callable[[Any], tuple[bytes, str]],
 ) -> Response:
     """Queue the image for the model, render its result off the loop, time every stage."""
-    done = await model.infer(image, params, settings.request_timeout_s)
+    try:
+        done = await model.infer(image, params, timer.remaining(settings.request_timeout_s))
+    except DeadlineExceeded:
+        raise DeadlineExceeded(
+            f"no result within the request timeout of {settings.request_timeout_s:g} s "
+            "(SEGSERVE_REQUEST_TIMEOUT_S), counted from the request's arrival"
+        ) from None
     timer.record("queue", done.queue_s)
     timer.record("infer", done.infer_s)
     with timer.stage("encode"):

@@ -34,7 +34,7 @@ def get_registry(request: Request) -> ModelRegistry:
     if not is_ready(request.app):
         raise NotReady(
             "the service is not ready (models loading, or shutting down)",
-            headers={"Retry-After": "1"},
+            headers={"Retry-After": str(request.app.state.settings.retry_after_s)},
         )
     registry: ModelRegistry = request.app.state.registry
     return registry
@@ -135,7 +135,7 @@ async def image_bytes(request: Request, settings: SettingsDep) -> bytes:
     if content_type == "multipart/form-data":
         data = await _from_multipart(request, body)
     elif content_type == "application/json":
-        data = _from_json(body)
+        data = await run_in_threadpool(_from_json, body)  # up to the body cap of base64
     else:
         data = body
     if not data:

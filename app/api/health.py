@@ -31,6 +31,6 @@ async def ready(request: Request) -> JSONResponse:
             503,
             "not_ready",
             "models are loading or the service is shutting down",
-            {"Retry-After": "1"},
+            {"Retry-After": str(request.app.state.settings.retry_after_s)},
         )
     return JSONResponse({"status": "ready"})

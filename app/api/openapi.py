@@ -40,7 +40,7 @@ IMAGE_REQUEST_BODY: dict[str, Any] = {
 
 _ERRORS = {
     400: "Malformed request (bad multipart, no image field, empty body).",
-    401: "An API key is configured and the request lacks a valid one.",
+    401: "An API key is configured and the request lacks a valid one (WWW-Authenticate).",
     404: "Unknown model, or a model of the other task.",
     413: "Body over the byte cap, or image over the pixel/side cap.",
     415: "Not an image, or a format outside the allowlist.",

@@ -42,6 +42,16 @@ def weights_member(architecture: str, member: str = "DEFAULT") -> WeightsEnum:
     return enum[member]
 
 
+def spec_weights(spec: ModelSpec) -> WeightsEnum:
+    """The torchvision weights a (non-checkpoint, trained) spec asks for."""
+    return weights_member(spec.architecture, spec.weights or "DEFAULT")
+
+
+def _hash_prefix(path: Path) -> str | None:
+    match = _HASH_PREFIX.search(path.name)
+    return match.group(1) if match else None
+
+
 def weights_source(member: WeightsEnum) -> str:
     return f"torchvision:{type(member).__name__}.{member.name}"
 
@@ -96,11 +106,10 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
 def fetch_torchvision_weights(member: WeightsEnum, weights_dir: Path) -> Path:
     """Download ``member`` into ``weights_dir`` (hash-checked by torch.hub); return its path."""
     target = weights_dir / weights_file_name(member)
-    match = _HASH_PREFIX.search(target.name)
     weights_dir.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s to %s", member.url, target)
     torch.hub.download_url_to_file(
-        member.url, str(target), hash_prefix=match.group(1) if match else None, progress=False
+        member.url, str(target), hash_prefix=_hash_prefix(target), progress=False
     )
     return target
 
@@ -111,8 +120,7 @@ def locate_torchvision_weights(
     """The verified local file for ``member``, downloading it when missing and allowed."""
     target = weights_dir / weights_file_name(member)
     if target.is_file():
-        match = _HASH_PREFIX.search(target.name)
-        verify_file(target, hash_prefix=match.group(1) if match else None, sha256=None)
+        verify_file(target, hash_prefix=_hash_prefix(target), sha256=None)
         return target
     how_to = (
         f"put {target.name} at {target} (download it from {member.url}, or run "
@@ -149,7 +157,7 @@ def resolve_weights(spec: ModelSpec, weights_dir: Path, *, allow_download: bool)
         return ResolvedWeights(
             None, spec.categories or list(default.meta["categories"]), "untrained"
         )
-    member = weights_member(spec.architecture, spec.weights or "DEFAULT")
+    member = spec_weights(spec)
     path = locate_torchvision_weights(
         member, weights_dir, allow_download=allow_download, name=spec.name
     )

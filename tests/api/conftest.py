@@ -57,10 +57,14 @@ async def served(settings_overrides: dict[str, Any]) -> AsyncIterator[Served]:
     async with app.router.lifespan_context(app):
         await wait_until_started(app)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield Served(app, client, semantic, instance)
-    if semantic.gate is not None:
-        semantic.gate.set()
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                yield Served(app, client, semantic, instance)
+        finally:
+            # A failed test may leave a batch held: release it so shutdown does not wait.
+            for fake in (semantic, instance):
+                if fake.gate is not None:
+                    fake.gate.set()
 
 
 def sample_image(width: int = 64, height: int = 48) -> np.ndarray:

@@ -11,6 +11,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from app.polygons import polygons_to_mask
+from app.predictors import InstanceParams
 from tests.api.conftest import Served, encode, sample_image
 from tests.fakes import INST_CATEGORIES, instance_truth
 
@@ -41,6 +42,11 @@ async def test_json_lists_instances_by_score_with_exact_polygons(served: Served)
         np.testing.assert_array_equal(
             polygons_to_mask(got["polygons"], 48, 64), want.full_mask(48, 64)
         )
+
+
+async def test_every_parameter_reaches_the_model(served: Served) -> None:
+    await post(served, "?score_threshold=0.3&mask_threshold=0.7&max_instances=2&classes=bar")
+    assert served.instance.params == [InstanceParams(0.3, 0.7, 2, frozenset({2}))]
 
 
 async def test_thresholds_reach_the_model(served: Served) -> None:
@@ -99,10 +105,16 @@ async def test_classes_filter_keeps_only_those_labels(served: Served) -> None:
     assert len(everything["instances"]) == 5
 
 
-async def test_overlay_is_an_rgb_png(served: Served) -> None:
-    response = await post(served, "?format=overlay&score_threshold=0")
+async def test_overlay_is_an_rgb_png_tinting_the_instances_only(served: Served) -> None:
+    image = sample_image()
+    response = await post(served, "?format=overlay&score_threshold=0", image)
     png = Image.open(io.BytesIO(response.content))
     assert (png.mode, png.size) == ("RGB", (64, 48))
+    drawn = np.array(png)
+    first = instance_truth(image, 5)[0]  # a solid 4x4 square at the top-left corner
+    assert not np.array_equal(drawn[1:3, 1:3], image[1:3, 1:3])
+    assert first.full_mask(48, 64)[1:3, 1:3].all()
+    np.testing.assert_array_equal(drawn[30:40, 40:60], image[30:40, 40:60])  # far from all
 
 
 @pytest.mark.parametrize(

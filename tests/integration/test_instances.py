@@ -139,3 +139,27 @@ async def test_builder_options_bound_every_request(checkpoints: Checkpoints, ser
         response = await post_instances(service, data, mask_encoding="rle")  # API defaults
     cut = {"score_threshold": 0.5, "mask_threshold": 0.5, "max_instances": 100}
     assert_instances_match(response.json()["instances"], ref, case.categories, exact=True, **cut)
+
+
+async def test_classes_filter_before_the_max_instances_cut(
+    checkpoints: Checkpoints, serve: Serve
+) -> None:
+    architecture = ARCHITECTURES[0]
+    case = checkpoints.get(architecture)
+    data = png_bytes(make_image(100, 150, seed=20))
+    ref = instance_reference(case.model, architecture, data)
+    ranked = ref.cut(MODEL_CUT["score_threshold"], MODEL_CUT["max_instances"])
+    # The class of a detection that is not among the best two: a cut before the filter
+    # would lose it.
+    label_id = next(ref.labels[i] for i in ranked[2:] if ref.labels[i] != ref.labels[ranked[0]])
+    label = case.categories[label_id]
+    expected = [i for i in ranked if ref.labels[i] == label_id][:2]
+    async with serve(case.toml()) as service:
+        response = await post_instances(
+            service, data, classes=label, max_instances=2, score_threshold=0.05
+        )
+    instances = response.json()["instances"]
+    assert [(i["class_id"], i["score"], i["bbox"]) for i in instances] == [
+        (ref.labels[i], ref.scores[i], ref.boxes[i]) for i in expected
+    ]
+    assert [i["area"] for i in instances] == [int((ref.probs[i] > 0.5).sum()) for i in expected]
