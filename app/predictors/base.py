@@ -46,17 +46,25 @@ def _has_frozen_backbone(weights: ResolvedWeights) -> bool:
 def resolve_device(setting: str) -> torch.device:
     """``auto`` is CUDA when available, else CPU; an unavailable CUDA device is a config error."""
     if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(setting)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"SEGSERVE_DEVICE={setting!r} but CUDA is not available here")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(
-                f"SEGSERVE_DEVICE={setting!r} but only {torch.cuda.device_count()} CUDA "
-                "device(s) are visible"
-            )
-    return device
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise ConfigError(f"SEGSERVE_DEVICE={setting!r} but CUDA is not available here")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"SEGSERVE_DEVICE={setting!r} but only {torch.cuda.device_count()} CUDA "
+            "device(s) are visible"
+        )
+    # fp32 means fp32: cuDNN would otherwise run convolutions in TF32 (10-bit mantissa),
+    # and results would drift from the reference pipeline by far more than rounding.
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    # Name the index, so /models says which GPU (`cuda:0`, not `cuda`).
+    return torch.device(
+        "cuda", device.index if device.index is not None else torch.cuda.current_device()
+    )
 
 
 def _freeze_batch_norm(module: nn.Module) -> None:

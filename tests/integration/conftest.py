@@ -171,14 +171,12 @@ def serve(tmp_path: Path, weights_dir: Path) -> Serve:
         models_dir.mkdir()
         for name, text in models:
             (models_dir / f"{name}.toml").write_text(text, encoding="utf-8")
+        fields: dict[str, Any] = {"device": "cpu", "warmup": False, "allow_download": False}
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
             models_dir=models_dir,
             weights_dir=weights_dir,
-            device="cpu",
-            warmup=False,
-            allow_download=False,
-            **overrides,
+            **(fields | overrides),
         )
         app = create_app(settings)
         async with app.router.lifespan_context(app):
