@@ -36,7 +36,7 @@ class Settings(BaseSettings):
         64, description="Requests waiting per model before new ones get 503."
     )
     request_timeout_s: Annotated[float, Field(gt=0)] = Field(
-        60.0,
+        300.0,
         description="A request not answered within this many seconds of its arrival gets 504.",
     )
     retry_after_s: Annotated[int, Field(ge=1)] = Field(
