@@ -120,10 +120,17 @@ def _from_json(body: bytes) -> bytes:
 async def image_bytes(request: Request, settings: SettingsDep) -> bytes:
     """The image file's bytes from any of the three request forms of API.md."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    is_known = content_type in RAW_IMAGE_TYPES or content_type in (
-        "",
-        "multipart/form-data",
-        "application/json",
+    # Any image/* type is taken as raw bytes (image/jpg is common): the format allowlist is
+    # enforced on the bytes themselves, so image/gif or image/tiff bodies still get 415.
+    is_known = (
+        content_type.startswith("image/")
+        or content_type in RAW_IMAGE_TYPES
+        or content_type
+        in (
+            "",
+            "multipart/form-data",
+            "application/json",
+        )
     )
     if not is_known:
         raise UnsupportedMediaType(

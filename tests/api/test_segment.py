@@ -191,3 +191,18 @@ async def test_json_response_is_compact_and_valid(served: Served) -> None:
     )
     body = response.json()
     assert response.content == json.dumps(body, separators=(",", ":")).encode()  # compact
+
+
+async def test_any_image_content_type_is_sniffed(served: Served) -> None:
+    image = sample_image(40, 30)
+    ok = await served.client.post(
+        "/segment", content=encode(image, "JPEG", quality=95), headers={"Content-Type": "image/jpg"}
+    )
+    assert ok.status_code == 200
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    refused = await served.client.post(
+        "/segment", content=gif.getvalue(), headers={"Content-Type": "image/gif"}
+    )
+    assert refused.status_code == 415
+    assert "GIF" in refused.json()["error"]["message"]
