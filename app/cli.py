@@ -63,13 +63,21 @@ def _needs_torchvision_file(spec: ModelSpec) -> bool:
 def preflight(settings: Settings) -> None:
     """Fail fast, with a clear message, on a bad repository, device or missing weights."""
     resolve_device(settings.device)
+    problems = []  # every model's, so that one run tells the operator everything to fix
     for spec in load_repository(settings.models_dir):
-        check_options(spec)
-        if _needs_torchvision_file(spec):
-            member = spec_weights(spec)
-            locate_torchvision_weights(
-                member, settings.weights_dir, allow_download=settings.allow_download, name=spec.name
-            )
+        try:
+            check_options(spec)
+            if _needs_torchvision_file(spec):
+                locate_torchvision_weights(
+                    spec_weights(spec),
+                    settings.weights_dir,
+                    allow_download=settings.allow_download,
+                    name=spec.name,
+                )
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 class _Server(uvicorn.Server):

@@ -48,13 +48,18 @@ def test_fetch_verifies_a_present_file(repo: Path, capsys: pytest.CaptureFixture
     assert "does not start with 1167a1af" in capsys.readouterr().err
 
 
-def test_serve_preflight_stops_on_missing_weights(
+def test_serve_preflight_names_every_missing_weights_file(
     repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    (repo / "models" / "inst.toml").write_text(
+        'task = "instance"\narchitecture = "maskrcnn_resnet50_fpn_v2"\n'
+    )
     assert main(["serve", "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert "fcn_resnet50_coco-1167a1af.pth" in err
     assert "segserve weights fetch seg" in err
+    assert "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth" in err
+    assert "segserve weights fetch inst" in err
 
 
 def test_bad_settings_are_reported_not_raised(
