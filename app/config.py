@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         "`X-API-Key: <key>` (401 otherwise); health endpoints stay open. Unset: no auth.",
     )
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_unset(cls, value: object) -> object:
+        # `SEGSERVE_API_KEY=` (as left in a copied .env) means "no key", not "match nothing".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
