@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from app.predictors import InstanceParams
+from app.predictors import InstanceParams, Predictor
 from app.predictors.repository import ModelSpec
 from app.results import Instance, InstanceResult, SemanticResult
 
@@ -43,17 +43,7 @@ class FakePredictor:
     def default_params(self) -> Any:
         return None
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "task": self.spec.task,
-            "architecture": self.spec.architecture,
-            "categories": self.categories,
-            "device": self.device,
-            "precision": "fp32",
-            "weights": self.source,
-            "default": self.spec.default,
-        }
+    describe = Predictor.describe  # the real /models entry, from the fake's attributes
 
     def _enter(self, n: int, params: Sequence[Any]) -> None:
         self.params.extend(params)

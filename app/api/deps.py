@@ -23,6 +23,10 @@ from app.timing import StageTimer
 RAW_IMAGE_TYPES = frozenset(
     {"image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream"}
 )
+# Besides any image/*: a missing type (raw bytes), octet-stream, and the two other forms.
+_OTHER_ACCEPTED_TYPES = frozenset(
+    {"", "application/octet-stream", "multipart/form-data", "application/json"}
+)
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -122,16 +126,7 @@ async def image_bytes(request: Request, settings: SettingsDep) -> bytes:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     # Any image/* type is taken as raw bytes (image/jpg is common): the format allowlist is
     # enforced on the bytes themselves, so image/gif or image/tiff bodies still get 415.
-    is_known = (
-        content_type.startswith("image/")
-        or content_type in RAW_IMAGE_TYPES
-        or content_type
-        in (
-            "",
-            "multipart/form-data",
-            "application/json",
-        )
-    )
+    is_known = content_type.startswith("image/") or content_type in _OTHER_ACCEPTED_TYPES
     if not is_known:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not accepted; send multipart/form-data with an "

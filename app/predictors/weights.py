@@ -8,6 +8,7 @@ Checkpoints are plain state_dict files next to them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -61,8 +62,17 @@ def weights_file_name(member: WeightsEnum) -> str:
 
 
 def sha256_of(path: Path) -> str:
+    # Startup checks a file in the preflight and again when loading it (twice more with a
+    # full `sha256` pin): hash each version of a file once. A rewritten file changes its
+    # size or mtime, so a tampered file is still hashed anew.
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as f:
+    with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
