@@ -4,6 +4,7 @@
 #   make serve          install if needed, then run the service (SEGSERVE_* settings apply)
 #   make test           install if needed, lint, then the whole test suite
 #   make lint / format  ruff check + ruff format --check + mypy / fix what ruff can
+#   make lint-deploy    validate Dockerfile, docker-compose.yml, deploy/k8s offline (in lint)
 #   make models         list the model repository and where each model's weights come from
 #   make fetch-weights  download the torchvision weights the repository needs (MODELS="a b")
 #   make bench          run the benchmark (bench/run.py) once there is one
@@ -40,11 +41,11 @@ INSTALL_ID := $(strip $(TORCH_SPEC) $(TORCH_PIP_ARGS))
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv install reinstall serve test lint format bench models fetch-weights \
+.PHONY: help venv install reinstall serve test lint lint-deploy format bench models fetch-weights \
         clean distclean FORCE
 
 help:
-	@sed -n '3,12p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
+	@sed -n '3,13p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
 
 # ----------------------------------------------------------------------------- install
 
@@ -89,10 +90,15 @@ endif
 
 # -------------------------------------------------------------------------------- checks
 
-lint: $(STAMP)
+lint: $(STAMP) lint-deploy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Dockerfile (hadolint), docker-compose.yml (compose-spec schema) and deploy/k8s (Kubernetes
+# schemas), all offline; see .ci/validate_deploy.py.
+lint-deploy: $(STAMP)
+	$(BIN)/python .ci/validate_deploy.py
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
