@@ -109,8 +109,10 @@ ENV SEGSERVE_HOST=0.0.0.0 \
     TORCH_HOME=/tmp/torch \
     CUDA_CACHE_PATH=/tmp/.nv/ComputeCache \
     MPLCONFIGDIR=/tmp/matplotlib
-RUN groupadd --system --gid 10001 segserve \
-    && useradd --system --uid 10001 --gid segserve --no-create-home --home-dir /tmp \
+# A fixed numeric id (above the distribution's ranges), so Kubernetes' runAsNonRoot can verify
+# it and host files can be made readable to it.
+RUN groupadd --gid 10001 segserve \
+    && useradd --uid 10001 --gid segserve --no-create-home --home-dir /tmp \
         --shell /usr/sbin/nologin segserve
 WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv

