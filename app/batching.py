@@ -75,6 +75,8 @@ class Batcher(Generic[ItemT, ResultT]):
         self._running: list[_Entry[ItemT, ResultT]] = []  # the batch in the worker thread
         self._accepting = False
         self._stopping = False
+        # Told the size of every batch sent to the model (metrics); runs on the loop.
+        self.on_batch: Callable[[int], None] | None = None
 
     @property
     def queue_depth(self) -> int:
@@ -225,6 +227,8 @@ class Batcher(Generic[ItemT, ResultT]):
 
     async def _execute(self, batch: list[_Entry[ItemT, ResultT]]) -> None:
         loop = asyncio.get_running_loop()
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
         started = time.perf_counter()
         try:
             results = await loop.run_in_executor(

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `segserve serve` binds to.")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, description="Port to listen on.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Request log lines (`segserve.access`): `key=value` text, or one JSON "
+        "object a line.",
+    )
 
     max_queue_size: Annotated[int, Field(ge=1)] = Field(
         64, description="Requests waiting per model before new ones get 503."

@@ -10,10 +10,13 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from app.api import handlers, health, instances, models, segment
+from app.api import metrics as metrics_route
 from app.api.auth import require_api_key
 from app.config import Settings, get_settings
 from app.errors import ConfigError
+from app.metrics import ServiceMetrics
 from app.predictors import load_repository
+from app.request_log import RequestLogMiddleware, configure_access_log
 from app.serving import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ async def _start(app: FastAPI, settings: Settings, loader: RegistryLoader) -> No
     # Loading blocks (disk, device transfers): keep it off the event loop.
     registry = await asyncio.to_thread(loader, settings)
     app.state.registry = registry
+    app.state.metrics.watch(registry)
     if settings.warmup:
         await registry.warmup()
     registry.start()
@@ -96,8 +100,13 @@ def create_app(
     app.state.registry = None
     app.state.draining = False  # set on SIGTERM (cli) and at shutdown: readiness turns false
     app.state.startup_error = None
+    app.state.metrics = ServiceMetrics(lambda: app.state.registry)
+    configure_access_log(settings.log_format)
     handlers.register(app)
+    # Outermost of the app's middleware: it times, ids and logs every answer.
+    app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)  # open: probes carry no keys
+    app.include_router(metrics_route.router)  # open too: scrapers carry no keys
     for module in (segment, instances, models):
         app.include_router(module.router, dependencies=[Depends(require_api_key)])
     return app

@@ -17,6 +17,7 @@ from app.config import Settings
 from app.errors import BadRequest, NotReady, PayloadTooLarge, UnsupportedMediaType
 from app.imaging import ImageLimits, decode_image
 from app.readiness import is_ready
+from app.request_log import note_model, note_timer
 from app.serving import ModelRegistry, ServedModel
 from app.timing import StageTimer
 
@@ -44,8 +45,10 @@ def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
-def get_timer() -> StageTimer:
-    return StageTimer()
+def get_timer(request: Request) -> StageTimer:
+    timer = StageTimer()
+    note_timer(request, timer)  # the request's log line and metrics read its stages
+    return timer
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
@@ -59,12 +62,20 @@ ModelName = Annotated[
 ]
 
 
-def semantic_model(registry: RegistryDep, model: ModelName = None) -> ServedModel[Any]:
-    return registry.get("semantic", model)
+def semantic_model(
+    request: Request, registry: RegistryDep, model: ModelName = None
+) -> ServedModel[Any]:
+    served = registry.get("semantic", model)
+    note_model(request, served.spec.name)
+    return served
 
 
-def instance_model(registry: RegistryDep, model: ModelName = None) -> ServedModel[Any]:
-    return registry.get("instance", model)
+def instance_model(
+    request: Request, registry: RegistryDep, model: ModelName = None
+) -> ServedModel[Any]:
+    served = registry.get("instance", model)
+    note_model(request, served.spec.name)
+    return served
 
 
 SemanticModelDep = Annotated[ServedModel[Any], Depends(semantic_model)]

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import ServiceError, status_of
+from app.request_log import note_error, request_id_headers
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +49,32 @@ def _describe_validation(errors: list[dict[str, Any]]) -> str:
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    note_error(request, exc.code)
     return error_response(status_of(exc), exc.code, exc.message, exc.headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    note_error(request, "invalid_parameter")
     return error_response(422, "invalid_parameter", _describe_validation(list(exc.errors())))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
+    note_error(request, code)
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "the service failed to handle this request")
+    # Sent by Starlette's outermost middleware, past the request log's: add the id here.
+    return error_response(
+        500,
+        "internal_error",
+        "the service failed to handle this request",
+        request_id_headers(request),
+    )
 
 
 def register(app: FastAPI) -> None:
