@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -41,6 +42,10 @@ CLIENT_CLOSED_REQUEST = 499
 UNMATCHED_ENDPOINT = "unmatched"  # raw paths would give metrics one series per typo
 
 _STATE_KEY = "segserve_request"
+# Visible ASCII only: no spaces, control characters or line breaks to forge log lines with.
+_REQUEST_ID = re.compile(f"[!-~]{{1,{MAX_REQUEST_ID_LENGTH}}}")
+# What a text value may hold unquoted: visible ASCII except `"`, `=` and `\`.
+_BARE_VALUE = re.compile(r"[!#-<>-\[\]-~]+")
 _log = logging.getLogger(ACCESS_LOGGER)
 
 
@@ -56,8 +61,7 @@ class RequestRecord:
 
 
 def is_valid_request_id(value: str) -> bool:
-    # Visible ASCII only: no spaces, control characters or line breaks to forge log lines with.
-    return 0 < len(value) <= MAX_REQUEST_ID_LENGTH and all(33 <= ord(c) <= 126 for c in value)
+    return _REQUEST_ID.fullmatch(value) is not None
 
 
 def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
@@ -154,7 +158,8 @@ class RequestLogMiddleware:
             )
         if _log.isEnabledFor(logging.INFO):  # building the line is the costly part
             fields = access_fields(scope, record, status, seconds, stages)
-            _log.info(text_line(fields), extra={"access": fields})
+            # The text is built only if a text formatter asks for the message.
+            _log.info("%s", _TextLine(fields), extra={"access": fields})
 
 
 def access_fields(
@@ -181,7 +186,7 @@ def access_fields(
 
 def _text_value(value: object) -> str:
     text = str(value)
-    if text and all(33 <= ord(c) <= 126 and c not in '"=\\' for c in text):
+    if _BARE_VALUE.fullmatch(text):
         return text
     return json.dumps(text)  # quoted and escaped: a path cannot break the line or fake a key
 
@@ -189,6 +194,16 @@ def _text_value(value: object) -> str:
 def text_line(fields: Mapping[str, Any]) -> str:
     """``key=value`` pairs; absent values (None) are left out."""
     return " ".join(f"{k}={_text_value(v)}" for k, v in fields.items() if v is not None)
+
+
+class _TextLine:
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: Mapping[str, Any]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return text_line(self.fields)
 
 
 class JsonFormatter(logging.Formatter):
