@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,22 @@ def load_yaml(path: Path) -> Any:
 def dockerfile_text() -> str:
     # Continuation lines joined, so each instruction is one line.
     return re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text(encoding="utf-8"))
+
+
+def runtime_stage() -> str:
+    """The Dockerfile text from the final stage's FROM on."""
+    text = dockerfile_text()
+    return text[text.rindex("\nFROM ") :]
+
+
+def image_env() -> dict[str, str]:
+    """The ENV of the final image stage (what every container starts with)."""
+    env = {}
+    for args in re.findall(r"^ENV\s+(.*)$", runtime_stage(), re.MULTILINE):
+        for pair in shlex.split(args):
+            key, _, value = pair.partition("=")
+            env[key] = value
+    return env
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 
 from app.api.health import router as health_router
 from app.config import Settings
-from tests.deploy.conftest import ROOT, dockerfile_text, load_yaml
+from tests.deploy.conftest import ROOT, dockerfile_text, image_env, load_yaml, runtime_stage
 
 DEFAULTS = Settings.model_fields
 
@@ -33,23 +33,8 @@ def _instructions(keyword: str) -> list[str]:
     return [m.group(1).strip() for m in re.finditer(pattern, dockerfile_text(), re.MULTILINE)]
 
 
-def _runtime_stage() -> str:
-    """The Dockerfile text from the final stage's FROM on."""
-    text = dockerfile_text()
-    return text[text.rindex("\nFROM ") :]
-
-
-def _image_env() -> dict[str, str]:
-    env = {}
-    for args in re.findall(r"^ENV\s+(.*)$", _runtime_stage(), re.MULTILINE):
-        for pair in shlex.split(args):
-            key, _, value = pair.partition("=")
-            env[key] = value
-    return env
-
-
 def _workdir() -> PurePosixPath:
-    [workdir] = re.findall(r"^WORKDIR\s+(\S+)$", _runtime_stage(), re.MULTILINE)
+    [workdir] = re.findall(r"^WORKDIR\s+(\S+)$", runtime_stage(), re.MULTILINE)
     return PurePosixPath(workdir)
 
 
@@ -85,7 +70,7 @@ def _seconds(duration: str) -> float:
 def test_one_port_everywhere() -> None:
     port = _default("port")
     assert _instructions("EXPOSE") == [str(port)]
-    assert _image_env()["SEGSERVE_PORT"] == str(port)
+    assert image_env()["SEGSERVE_PORT"] == str(port)
     for name, service in _compose()["services"].items():
         assert service["ports"] == [f"{port}:{port}"], name
     [container_port] = _container()["ports"]
@@ -184,7 +169,7 @@ def test_mounts_land_on_the_default_directories_inside_the_image() -> None:
     workdir = _workdir()
     models = str(workdir / _default("models_dir"))
     weights = str(workdir / _default("weights_dir"))
-    env = _image_env()
+    env = image_env()
     assert "SEGSERVE_MODELS_DIR" not in env and "SEGSERVE_WEIGHTS_DIR" not in env
     for service in _compose()["services"].values():
         targets = {volume["target"]: volume for volume in service["volumes"]}
@@ -195,7 +180,7 @@ def test_mounts_land_on_the_default_directories_inside_the_image() -> None:
 
 
 def test_read_only_root_with_a_writable_tmp() -> None:
-    env = _image_env()
+    env = image_env()
     for variable in ("HOME", "XDG_CACHE_HOME", "TORCH_HOME", "CUDA_CACHE_PATH", "MPLCONFIGDIR"):
         assert env[variable].startswith("/tmp"), variable
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
@@ -211,7 +196,7 @@ def test_read_only_root_with_a_writable_tmp() -> None:
 
 
 def test_the_same_non_root_user_in_the_image_and_the_pod() -> None:
-    [user] = re.findall(r"^USER\s+(\S+)$", _runtime_stage(), re.MULTILINE)
+    [user] = re.findall(r"^USER\s+(\S+)$", runtime_stage(), re.MULTILINE)
     uid, gid = (int(part) for part in user.split(":"))
     assert uid != 0 and gid != 0
     security = _pod()["securityContext"]
