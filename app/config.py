@@ -6,11 +6,14 @@ the app is created, and tests inject their own through ``create_app(settings)``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 class Settings(BaseSettings):
@@ -44,6 +47,16 @@ class Settings(BaseSettings):
         300.0,
         description="A request not answered within this many seconds of its arrival gets 504.",
     )
+    shutdown_grace_s: Annotated[float, Field(ge=0)] = Field(
+        30.0,
+        description="On SIGTERM, how long requests already accepted may take to finish before "
+        "the process stops anyway.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (comma-separated or a "
+        "JSON list; `*` for any). Empty: CORS off.",
+    )
     retry_after_s: Annotated[int, Field(ge=1)] = Field(
         1, description="`Retry-After` sent with 503 answers."
     )
@@ -64,6 +77,26 @@ class Settings(BaseSettings):
     png_compress_level: Annotated[int, Field(ge=0, le=9)] = Field(
         1, description="zlib level for PNG responses: 1 is fast and still small for masks."
     )
+    precision: Precision = Field(
+        "fp32",
+        description="Compute precision of every model (a model's TOML `precision` overrides): "
+        "`fp32`; `bf16` (autocast, CPU or CUDA); `fp16` (autocast, CUDA only).",
+    )
+    channels_last: bool = Field(
+        True,
+        description="Run convolutions in channels-last memory format (faster on CPU and GPU; "
+        "fp32 results then equal the reference up to float rounding). `false`: bit-exact.",
+    )
+    torch_threads: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="Intra-op threads for torch; 0 = the CPUs this process may use (its "
+        "affinity and cgroup CPU quota, as in a container), or OMP_NUM_THREADS when set.",
+    )
+    batch_autotune: bool = Field(
+        True,
+        description="At warm-up, measure each model's throughput per batch size (powers of 2 "
+        "up to its max_batch_size) and keep the best as its cap; /models says what and why.",
+    )
     warmup: bool = Field(True, description="Run one inference per model before turning ready.")
     seed: int = Field(0, description='Seed for models built with `weights = "none"`.')
     api_key: SecretStr | None = Field(
@@ -72,11 +105,38 @@ class Settings(BaseSettings):
         "`X-API-Key: <key>` (401 otherwise); health endpoints stay open. Unset: no auth.",
     )
 
+    debug_faults: str = Field(
+        "",
+        description="Debugging only: make stages fail or stall, e.g. `infer_batch:delay=0.5` or "
+        "`encode:error` (points: decode, preprocess, infer_batch, encode). Empty: off.",
+    )
+
+    @field_validator("debug_faults")
+    @classmethod
+    def _check_faults(cls, value: str) -> str:
+        from app.faults import parse_setting
+
+        parse_setting(value)  # refuse a typo at startup, not at the first request
+        return value
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_unset(cls, value: object) -> object:
         # `SEGSERVE_API_KEY=` (as left in a copied .env) means "no key", not "match nothing".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError as exc:
+                    raise ValueError(f"starts with '[' but is not a JSON list ({exc})") from None
+            return [origin.strip() for origin in text.split(",") if origin.strip()]
+        return value
 
     @field_validator("device")
     @classmethod

@@ -61,10 +61,20 @@ class InstancesResponse(BaseModel):
     instances: list[InstanceOut] = Field(description="Detections, highest score first.")
 
 
+class BatchTuningInfo(BaseModel):
+    configured_max_batch_size: int = Field(description="The cap from the model's TOML.")
+    chosen_max_batch_size: int = Field(description="The cap kept after measuring.")
+    images_per_s: dict[str, float] = Field(description="Measured throughput per batch size.")
+    reason: str = Field(description="Why the chosen size won.")
+
+
 class BatchingInfo(BaseModel):
     max_batch_size: int = Field(description="Most images in one forward pass.")
     max_wait_ms: float = Field(description="How long a batch waits to fill.")
     max_queue_size: int = Field(description="Requests queued before 503.")
+    autotune: BatchTuningInfo | None = Field(
+        description="What the warm-up measurement found (null when it did not run)."
+    )
 
 
 class ModelInfo(BaseModel):
@@ -75,7 +85,10 @@ class ModelInfo(BaseModel):
     architecture: str = Field(description="torchvision builder name.")
     categories: list[str] = Field(description="Label of each class id.")
     device: str = Field(description="Where the model runs, e.g. `cpu` or `cuda:0`.")
-    precision: str = Field(description="Numeric precision of inference.")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        description="Numeric precision of inference (bf16/fp16: autocast)."
+    )
+    channels_last: bool = Field(description="Whether convolutions run channels-last.")
     weights: str = Field(
         description="`torchvision:<Enum>.<MEMBER>`, `checkpoint:<file>` or `untrained`."
     )

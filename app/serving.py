@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+import torch
 
+from app import autotune, faults
 from app.batching import Batcher, Completed
 from app.config import Settings
 from app.errors import ConfigError, ImageTooLarge, ModelNotFound
@@ -47,9 +49,15 @@ class ServedModel(Generic[ResultT]):
             max_queue_size=settings.max_queue_size,
             retry_after_s=settings.retry_after_s,
         )
+        self.autotune_enabled = settings.batch_autotune
+        self.tuning: autotune.BatchTuning | None = None
 
     def _run(self, jobs: Sequence[Job]) -> list[ResultT]:
-        return self.predictor.predict_batch([j.image for j in jobs], [j.params for j in jobs])
+        images = [j.image for j in jobs]
+        for image in images:
+            faults.point("preprocess", image)
+        faults.point("infer_batch", images)
+        return self.predictor.predict_batch(images, [j.params for j in jobs])
 
     async def infer(self, image: np.ndarray, params: Any, timeout_s: float) -> Completed[ResultT]:
         height, width = image.shape[:2]
@@ -67,6 +75,30 @@ class ServedModel(Generic[ResultT]):
             )
         return await self.batcher.submit(Job(image, params), key=shape, timeout_s=timeout_s)
 
+    def tune_batch_size(self) -> None:
+        """Measure throughput per batch size and cap batches at the best (see app.autotune).
+
+        Runs on the inference thread before the batcher starts, so no batch is in flight.
+        """
+        configured = self.spec.batching.max_batch_size
+        if configured == 1:
+            return
+        image, params = autotune.sample_image(), self.predictor.default_params()
+
+        def run_batch(size: int) -> None:
+            try:
+                self.predictor.predict_batch([image] * size, [params] * size)
+            except torch.cuda.OutOfMemoryError as exc:
+                torch.cuda.empty_cache()
+                raise autotune.BatchTooLarge(f"batch {size}: {exc}") from exc
+
+        throughput = autotune.measure(run_batch, autotune.candidate_sizes(configured))
+        self.tuning = autotune.choose(throughput, configured)
+        self.batcher.max_batch_size = self.tuning.chosen
+        log.info(
+            "%s: max_batch_size %d (%s)", self.spec.name, self.tuning.chosen, self.tuning.reason
+        )
+
     def describe(self) -> dict[str, Any]:
         return {
             **self.predictor.describe(),
@@ -74,6 +106,7 @@ class ServedModel(Generic[ResultT]):
                 "max_batch_size": self.batcher.max_batch_size,
                 "max_wait_ms": self.spec.batching.max_wait_ms,
                 "max_queue_size": self.batcher.max_queue_size,
+                "autotune": self.tuning.describe() if self.tuning else None,
             },
         }
 
@@ -122,6 +155,8 @@ class ModelRegistry:
             try:
                 # On the model's own inference thread: CUDA/cuDNN handles are per thread.
                 await model.batcher.run_in_worker(model.predictor.warmup)
+                if model.autotune_enabled:
+                    await model.batcher.run_in_worker(model.tune_batch_size)
             except Exception as exc:
                 raise ConfigError(
                     f"model {model.spec.name!r} failed its warm-up inference "

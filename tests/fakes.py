@@ -23,6 +23,8 @@ INST_CATEGORIES = ["__background__", "box", "bar"]
 class FakePredictor:
     source = "untrained"
     device = "cpu"
+    precision = "fp32"
+    channels_last = False
 
     def __init__(self, spec: ModelSpec, categories: list[str]) -> None:
         self.spec = spec

@@ -28,4 +28,11 @@ def load_predictor(spec: ModelSpec, settings: Settings) -> Predictor[Any]:
     model = build_model(spec, weights, seed=settings.seed)
     device = resolve_device(settings.device)
     cls = SemanticPredictor if spec.task == "semantic" else InstancePredictor
-    return cls(spec, model, weights, device)
+    return cls(
+        spec,
+        model,
+        weights,
+        device,
+        precision=spec.precision or settings.precision,
+        channels_last=settings.channels_last if spec.channels_last is None else spec.channels_last,
+    )

@@ -6,6 +6,7 @@ on its model (Mask R-CNN thresholds) without locks.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from abc import ABC, abstractmethod
@@ -19,6 +20,7 @@ from torchvision import models as tv_models
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from app.config import Precision
 from app.errors import ConfigError, ImageUnprocessable
 from app.predictors.repository import ModelSpec
 from app.predictors.weights import ResolvedWeights
@@ -65,6 +67,20 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(
         "cuda", device.index if device.index is not None else torch.cuda.current_device()
     )
+
+
+AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: Precision, device: torch.device) -> None:
+    """Refuse a precision the device cannot run fast (a config error at startup)."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            "precision fp16 needs a CUDA device (CPU kernels for half floats are slow or "
+            "missing); use bf16 on CPU"
+        )
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"precision bf16: {device} does not support bfloat16; use fp16")
 
 
 def _freeze_batch_norm(module: nn.Module) -> None:
@@ -145,15 +161,33 @@ class Predictor(ABC, Generic[ResultT]):
 
     task: str
 
+    # cuDNN's autotuner pays off when input shapes repeat (semantic presets resize to a few
+    # shapes); Mask R-CNN sees a new shape per aspect ratio and would re-tune each time.
+    cudnn_benchmark = False
+
     def __init__(
-        self, spec: ModelSpec, model: nn.Module, weights: ResolvedWeights, device: torch.device
+        self,
+        spec: ModelSpec,
+        model: nn.Module,
+        weights: ResolvedWeights,
+        device: torch.device,
+        *,
+        precision: Precision = "fp32",
+        channels_last: bool = False,
     ) -> None:
+        check_precision(precision, device)
         self.spec = spec
         self.name = spec.name
         self.categories = weights.categories
         self.source = weights.source
         self.device = device
+        self.precision = precision
+        self.channels_last = channels_last
         self.model = model.to(device)
+        if channels_last:
+            # NHWC convolutions: oneDNN on CPU and cuDNN on GPU run them faster. The values
+            # differ from NCHW by float rounding only (summation order).
+            self.model = self.model.to(memory_format=torch.channels_last)
         # Every model uses its architecture's published preprocessing, trained or not.
         self.preprocess = tv_models.get_model_weights(spec.architecture).DEFAULT.transforms()
 
@@ -162,6 +196,20 @@ class Predictor(ABC, Generic[ResultT]):
         return (
             torch.from_numpy(image).to(self.device, non_blocking=True).permute(2, 0, 1).contiguous()
         )
+
+    def forward_context(self) -> contextlib.AbstractContextManager[Any]:
+        """Where the model runs: autocast for reduced precisions, cuDNN tuned per model.
+
+        ``cudnn.benchmark`` is process-wide; each model's thread sets it before its own
+        forward. Two models on one GPU may run under each other's choice at worst, which
+        changes only the algorithm picked, not what it computes beyond rounding.
+        """
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def network_shape(self, height: int, width: int) -> tuple[int, int]:
         """The (height, width) the network sees for an input of this size.
@@ -205,7 +253,8 @@ class Predictor(ABC, Generic[ResultT]):
             "architecture": self.spec.architecture,
             "categories": self.categories,
             "device": str(self.device),
-            "precision": "fp32",
+            "precision": self.precision,
+            "channels_last": self.channels_last,
             "weights": self.source,
             "default": self.spec.default,
         }

@@ -86,7 +86,8 @@ class InstancePredictor(Predictor[InstanceResult]):
         wanted = max(MAX_INSTANCES if p.classes else p.max_instances for p in params)
         roi_heads.detections_per_img = min(self.detections_cap, wanted)
         inputs = [self.preprocess(self.to_tensor(image)) for image in images]
-        outputs = self._detect(inputs)
+        with self.forward_context():
+            outputs = self._detect(inputs)
         return [
             self._result(out, p, image.shape[0], image.shape[1])
             for out, p, image in zip(outputs, params, images, strict=True)
@@ -106,6 +107,10 @@ class InstancePredictor(Predictor[InstanceResult]):
         for found, resized, original in zip(
             detections, batch.image_sizes, original_sizes, strict=True
         ):
+            # Autocast leaves boxes, scores and masks in bf16/fp16: back to fp32 for the cuts,
+            # the pasting and the JSON.
+            for key in ("boxes", "scores", "masks"):
+                found[key] = found[key].float()
             found["boxes"] = resize_boxes(found["boxes"], resized, original)
         return detections
 

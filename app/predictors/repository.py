@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torchvision import models as tv_models
 
+from app.config import Precision
 from app.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -56,9 +57,19 @@ class ModelSpec(BaseModel):
         None, description='A member of the builder\'s weights enum, or "none" (untrained).'
     )
     checkpoint: str | None = Field(None, description="A state_dict file in the weights dir.")
-    sha256: str | None = Field(None, description="Full SHA-256 the weights file must have.")
+    sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Full SHA-256 (64 hex digits) the weights or checkpoint file must have.",
+    )
     categories: list[str] | None = None
     default: bool = False
+    precision: Precision | None = Field(
+        None, description="fp32, bf16 or fp16 for this model (default: SEGSERVE_PRECISION)."
+    )
+    channels_last: bool | None = Field(
+        None, description="Channels-last convolutions (default: SEGSERVE_CHANNELS_LAST)."
+    )
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -88,6 +99,8 @@ class ModelSpec(BaseModel):
                 f"a semantic model may have at most 256 categories (uint8 class maps); "
                 f"got {len(self.categories)}"
             )
+        if self.sha256 is not None and self.untrained:
+            raise ValueError('`sha256` pins a weights file; weights = "none" loads no file')
         reserved = {"weights", "weights_backbone", "num_classes", "progress"}
         if bad := reserved & self.options.keys():
             raise ValueError(f"[options] may not set {', '.join(sorted(bad))}: segserve sets them")

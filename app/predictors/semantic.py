@@ -25,6 +25,7 @@ from app.results import SemanticResult
 
 class SemanticPredictor(Predictor[SemanticResult]):
     task = "semantic"
+    cudnn_benchmark = True
 
     def _network_shape(self, height: int, width: int) -> tuple[int, int]:
         # The preset resizes the short side to a fixed length, so images of many sizes share
@@ -49,7 +50,11 @@ class SemanticPredictor(Predictor[SemanticResult]):
         self, images: Sequence[np.ndarray], params: Sequence[Any]
     ) -> list[SemanticResult]:
         batch = torch.stack([self.preprocess(self.to_tensor(image)) for image in images])
-        logits = self.model(batch)["out"]
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with self.forward_context():
+            # Upsampling and argmax stay in fp32 whatever the forward ran in.
+            logits = self.model(batch)["out"].float()
         maps = []
         for i, image in enumerate(images):
             # Each image is upsampled to its own size: images of one batch share the network

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import torch
 
 from app.config import Settings
-from app.errors import ImageUnprocessable
+from app.errors import ConfigError, ImageUnprocessable
 from app.predictors import load_predictor
 from app.predictors.repository import ModelSpec
 
@@ -51,3 +54,37 @@ def test_instance_shape_is_resized_and_padded_to_32(instance) -> None:  # type: 
 def test_too_thin_for_the_resize_is_unprocessable(instance, size: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ImageUnprocessable, match=f"{size[1]}x{size[0]}"):
         instance.network_shape(*size)
+
+
+def _lraspp(**fields: Any) -> ModelSpec:
+    return ModelSpec(
+        name="p",
+        task="semantic",
+        architecture="lraspp_mobilenet_v3_large",
+        weights="none",
+        **fields,
+    )
+
+
+def test_fp16_needs_cuda() -> None:
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        load_predictor(_lraspp(precision="fp16"), SETTINGS)
+
+
+def test_a_models_precision_and_layout_override_the_settings() -> None:
+    settings = SETTINGS.model_copy(update={"precision": "bf16", "channels_last": True})
+    inherited = load_predictor(_lraspp(), settings)
+    assert (inherited.precision, inherited.channels_last) == ("bf16", True)
+    conv = inherited.model.backbone["0"][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    own = load_predictor(_lraspp(precision="fp32", channels_last=False), settings)
+    assert (own.precision, own.channels_last) == ("fp32", False)
+    assert own.model.backbone["0"][0].weight.is_contiguous()
+    assert own.describe()["precision"] == "fp32"
+
+
+def test_bf16_semantic_result_is_a_uint8_map_of_the_input_size() -> None:
+    predictor = load_predictor(_lraspp(precision="bf16"), SETTINGS)
+    image = np.random.default_rng(0).integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
+    (result,) = predictor.predict_batch([image], [None])
+    assert result.class_map.shape == (50, 70) and result.class_map.dtype == np.uint8

@@ -1,0 +1,121 @@
+"""Warm-up batch-size autotune: measurement on a fake clock, the choice, the registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from app import autotune
+from app.config import Settings
+from app.predictors.repository import ModelSpec
+from app.serving import ModelRegistry, ServedModel
+from tests.fakes import SEM_CATEGORIES, FakeSemantic
+
+
+class FakeClock:
+    """A clock that only moves when a fake batch 'runs'."""
+
+    def __init__(self, seconds_per_batch: Callable[[int], float]) -> None:
+        self.now = 0.0
+        self.cost = seconds_per_batch
+        self.runs: list[int] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def run(self, size: int) -> None:
+        self.runs.append(size)
+        self.now += self.cost(size)
+
+
+def test_candidate_sizes_are_powers_of_two_then_the_cap() -> None:
+    assert autotune.candidate_sizes(1) == [1]
+    assert autotune.candidate_sizes(8) == [1, 2, 4, 8]
+    assert autotune.candidate_sizes(6) == [1, 2, 4, 6]
+
+
+def test_measure_counts_images_per_second_of_timed_runs() -> None:
+    clock = FakeClock(lambda size: 0.1 + 0.05 * size)  # fixed cost + per image: batching pays
+    throughput = autotune.measure(clock.run, [1, 2, 4], clock=clock)
+    assert throughput == pytest.approx({1: 1 / 0.15, 2: 2 / 0.2, 4: 4 / 0.3})
+    # One untimed run, then REPEATS timed ones, per size.
+    assert clock.runs == [s for s in (1, 2, 4) for _ in range(1 + autotune.REPEATS)]
+
+
+def test_measure_stops_climbing_once_clearly_slower() -> None:
+    clock = FakeClock(lambda size: 1.0 * size**1.5)  # bigger batches cost more per image
+    throughput = autotune.measure(clock.run, [1, 2, 4, 8], clock=clock)
+    assert list(throughput) == [1, 2]  # batch 2 is 0.71x batch 1: no need to try 4 and 8
+
+
+def test_a_batch_too_large_ends_the_climb_but_not_the_first() -> None:
+    def run(size: int) -> None:
+        if size > 2:
+            raise autotune.BatchTooLarge(f"batch {size}")
+        clock.run(size)
+
+    clock = FakeClock(lambda size: 0.1)
+    assert list(autotune.measure(run, [1, 2, 4, 8], clock=clock)) == [1, 2]
+    with pytest.raises(autotune.BatchTooLarge):
+        autotune.measure(run, [4], clock=clock)
+
+
+def test_choose_keeps_the_smallest_size_within_tolerance() -> None:
+    tuned = autotune.choose({1: 10.0, 2: 19.5, 4: 20.0}, configured=4)
+    assert tuned.chosen == 2  # 19.5 is within 5% of 20
+    assert "within 5% of the best (batch 4" in tuned.reason
+    assert autotune.choose({1: 10.0, 2: 8.0}, configured=8).chosen == 1
+    described = autotune.choose({1: 10.0, 2: 30.0}, configured=2).describe()
+    assert described["chosen_max_batch_size"] == 2
+    assert described["images_per_s"] == {"1": 10.0, "2": 30.0}
+
+
+class PerBatchCost(FakeSemantic):
+    """Every batch costs the same wall time whatever its size: bigger is better."""
+
+    def predict_batch(self, images: Sequence[Any], params: Sequence[Any]) -> list[Any]:
+        time.sleep(0.02)
+        return super().predict_batch(images, params)
+
+
+def _spec(max_batch_size: int) -> ModelSpec:
+    return ModelSpec(
+        name="s",
+        task="semantic",
+        architecture="lraspp_mobilenet_v3_large",
+        weights="none",
+        batching={"max_batch_size": max_batch_size},  # type: ignore[arg-type]
+    )
+
+
+def _registry(predictor: Any, **settings: Any) -> ModelRegistry:
+    fields: dict[str, Any] = {"device": "cpu", "max_queue_size": 4} | settings
+    return ModelRegistry([ServedModel(predictor, Settings(_env_file=None, **fields))])  # type: ignore[arg-type]
+
+
+async def test_warmup_tunes_the_cap_and_models_reports_it() -> None:
+    spec = _spec(max_batch_size=4)
+    registry = _registry(PerBatchCost(spec, SEM_CATEGORIES))
+    await registry.warmup()
+    model = registry.models["s"]
+    assert model.batcher.max_batch_size == 4  # 4 images per 20 ms beats 1 per 20 ms
+    tuning = model.describe()["batching"]["autotune"]
+    assert tuning["configured_max_batch_size"] == 4
+    assert tuning["chosen_max_batch_size"] == 4
+    assert set(tuning["images_per_s"]) == {"1", "2", "4"}
+    assert tuning["images_per_s"]["4"] > 2 * tuning["images_per_s"]["1"]
+    await registry.stop()
+
+
+async def test_autotune_off_keeps_the_configured_cap() -> None:
+    spec = _spec(max_batch_size=4)
+    predictor = PerBatchCost(spec, SEM_CATEGORIES)
+    registry = _registry(predictor, batch_autotune=False)
+    await registry.warmup()
+    assert registry.models["s"].batcher.max_batch_size == 4
+    assert registry.models["s"].describe()["batching"]["autotune"] is None
+    assert predictor.batches == []  # nothing measured
+    await registry.stop()
