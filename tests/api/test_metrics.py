@@ -14,8 +14,12 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.config import Settings
+from app.main import create_app, wait_until_started
 from app.metrics import ServiceMetrics
-from tests.api.conftest import Served, encode, sample_image
+from app.serving import ModelRegistry, ServedModel
+from tests.api.conftest import Served, encode, make_settings, sample_image
+from tests.fakes import SEM_CATEGORIES, FakeSemantic, fake_specs
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -262,3 +266,31 @@ async def test_each_app_has_its_own_registry(served: Served) -> None:
     )
     body, _ = other.render(None)
     assert b'segserve_requests_total{endpoint="/segment",model="x",status="200"} 1.0' in body
+
+
+async def test_metrics_answer_while_models_load_and_describe_them_once_loaded() -> None:
+    loading = threading.Event()
+    sem_spec, _ = fake_specs()
+    semantic = FakeSemantic(sem_spec, SEM_CATEGORIES)
+
+    def loader(settings: Settings) -> ModelRegistry:
+        assert loading.wait(10)  # the test decides when loading finishes
+        return ModelRegistry([ServedModel(semantic, settings)])  # type: ignore[arg-type]
+
+    app = create_app(make_settings(), loader=loader)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://t") as client,
+        app.router.lifespan_context(app),
+    ):
+        during = await client.get("/metrics")
+        assert during.status_code == 200
+        names = {f.name for f in text_string_to_metric_families(during.text)}
+        assert "segserve_requests" in names  # declared from the start
+        assert not names & {"segserve_queue_depth", "segserve_model_info"}  # nothing served yet
+        loading.set()
+        await wait_until_started(app)
+        after = await client.get("/metrics")
+        families = {f.name: f for f in text_string_to_metric_families(after.text)}
+        assert [s.labels["model"] for s in families["segserve_queue_depth"].samples] == ["fake-sem"]
+        assert [s.labels["model"] for s in families["segserve_model_info"].samples] == ["fake-sem"]
