@@ -11,8 +11,10 @@ on SIGTERM within compose's stop_grace_period, all without writing outside /tmp.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,9 +22,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.deploy.conftest import ROOT, image_env, load_yaml
-from tests.e2e.process import free_port, png
 
 pytestmark = pytest.mark.e2e
 
@@ -44,6 +46,18 @@ mount -o remount,bind,ro /
 if touch /.segserve-ro-probe 2>/dev/null; then echo "root is still writable" >&2; exit 97; fi
 exec "$@"
 """
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 40)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def _can_unshare_mounts() -> bool:
@@ -80,7 +94,7 @@ def test_serves_and_stops_on_a_read_only_root(tmp_path: Path) -> None:
     (app_dir / "models" / "seg.toml").write_text(MODEL)
     writable = tmp_path / "tmp"
     writable.mkdir()
-    port = free_port()
+    port = _free_port()
     log_path = tmp_path / "server.log"
     command = ["unshare", "-m", "sh", "-c", READ_ONLY_ROOT, "sh", str(writable)]
     command += [sys.executable, "-m", "app", "serve"]
@@ -95,7 +109,7 @@ def test_serves_and_stops_on_a_read_only_root(tmp_path: Path) -> None:
             run = subprocess.run(healthcheck, env={"SEGSERVE_PORT": str(port)}, check=False)
             assert run.returncode == 0, path
         answer = httpx.post(
-            f"http://127.0.0.1:{port}/segment", files={"image": ("a.png", png(48, 32))}, timeout=60
+            f"http://127.0.0.1:{port}/segment", files={"image": ("a.png", _png(48, 32))}, timeout=60
         )
         assert answer.status_code == 200, answer.text
 
