@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from app.errors import (
     BadRequest,
@@ -49,6 +49,10 @@ from app.errors import (
 )
 
 ALLOWED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP")
+
+# Pillow's default, stated here because a truncated upload must be a 422, never a silently
+# grey-filled image: with this flag on, load() pads missing data instead of raising.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,6 @@ _BMP_DIB_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 _OTHER_SIGNATURES: dict[str, tuple[bytes, ...]] = {
     "GIF": (b"GIF87a", b"GIF89a"),
     "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),  # classic and BigTIFF
-    "ICO": (b"\x00\x00\x01\x00",),
-    "CUR": (b"\x00\x00\x02\x00",),
     "PSD": (b"8BPS",),
     "PDF": (b"%PDF",),
     "EPS": (b"%!PS", b"\xc5\xd0\xd3\xc6"),
@@ -233,12 +235,26 @@ def _sniff_other(data: bytes) -> str | None:
     for name, signatures in _OTHER_SIGNATURES.items():
         if data.startswith(signatures):
             return name
+    icon = _sniff_icon(data)
+    if icon is not None:
+        return icon
     if data[4:8] == b"ftyp":
         return _FTYP_BRANDS.get(data[8:12])
     head = data[:1024].lstrip()
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
         return "SVG"
     return None
+
+
+def _sniff_icon(data: bytes) -> str | None:
+    # ICO/CUR's 4-byte signature is also how many TGA files begin (TGA has no magic), so
+    # require a plausible directory too: at least one entry, the first image stored after it.
+    kind = {b"\x00\x00\x01\x00": "ICO", b"\x00\x00\x02\x00": "CUR"}.get(data[:4])
+    if kind is None or len(data) < 22:
+        return None
+    count = int.from_bytes(data[4:6], "little")
+    first_offset = int.from_bytes(data[18:22], "little")
+    return kind if count >= 1 and first_offset >= 6 + 16 * count else None
 
 
 def _unsupported_message(data: bytes) -> str:

@@ -81,6 +81,7 @@ def instance_truth(image: np.ndarray, count: int) -> list[Instance]:
         x, y = (k * 3) % max(width - 4, 1), (k * 2) % max(height - 4, 1)
         mask = np.ones((4, 4), dtype=bool)
         mask[1:3, 1:3] = k % 2 == 0  # every other instance has a 2x2 hole
+        mask = mask[: height - y, : width - x]  # like a real crop, inside tiny images too
         found.append(
             Instance(
                 class_id=1 + k % 2,

@@ -82,35 +82,74 @@ SemanticModelDep = Annotated[ServedModel[Any], Depends(semantic_model)]
 InstanceModelDep = Annotated[ServedModel[Any], Depends(instance_model)]
 
 
+# A refused body is not read any further: "Connection: close" makes the server close the
+# connection after the 413 instead of reading (and discarding) the rest to keep it alive.
+_CLOSE = {"Connection": "close"}
+
+
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
+    """The whole body, refusing (413) as soon as it is known to exceed ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before any byte is read; a
+    chunked body (no length) is counted as it streams and refused at the first chunk that
+    crosses the limit, so at most ``limit`` bytes plus one chunk are ever held.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
-            f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes"
+            f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
+            "(SEGSERVE_MAX_BODY_BYTES)",
+            headers=_CLOSE,
         )
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+            raise PayloadTooLarge(
+                f"request body exceeds the limit of {limit} bytes (SEGSERVE_MAX_BODY_BYTES)",
+                headers=_CLOSE,
+            )
         chunks.append(chunk)
     return b"".join(chunks)
 
 
+# Replayed to the multipart parser in slices, so a large body never blocks the event loop
+# in one synchronous parse.
+_REPLAY_CHUNK = 1024 * 1024
+
+
 async def _from_multipart(request: Request, body: bytes) -> bytes:
+    offsets = iter(range(0, max(len(body), 1), _REPLAY_CHUNK))
+
     async def replay() -> Message:
-        return {"type": "http.request", "body": body, "more_body": False}
+        start = next(offsets, len(body))
+        end = start + _REPLAY_CHUNK
+        return {"type": "http.request", "body": body[start:end], "more_body": end < len(body)}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=4)
+        # One file part and at most one other field: anything more is refused by the parser
+        # as soon as it is seen, before the parts are stored.
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=1)
     except Exception as exc:  # python-multipart and Starlette raise several types
-        detail = getattr(exc, "detail", None) or str(exc)
-        raise BadRequest(f"malformed multipart body: {detail}") from None
+        detail = str(getattr(exc, "detail", None) or exc).rstrip(".")
+        raise BadRequest(
+            f"multipart body refused: {detail}; send one file part named 'image'"
+        ) from None
     try:
+        unexpected = sorted(name for name in form if name != "image")
+        if unexpected:
+            raise BadRequest(
+                f"multipart field(s) {', '.join(map(repr, unexpected))} are not accepted: "
+                "send one file part named 'image' (query parameters go in the URL)"
+            )
         field = form.get("image")
+        if field is None:
+            raise BadRequest("multipart body has no file part named 'image'")
         if not isinstance(field, UploadFile):
-            raise BadRequest("multipart body has no file field named 'image'")
+            raise BadRequest(
+                "multipart part 'image' is a text field: send it as a file (a part with a "
+                "filename, as curl -F image=@photo.jpg does)"
+            )
         return await field.read()
     finally:
         await form.close()
@@ -121,6 +160,8 @@ def _from_json(body: bytes) -> bytes:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON body: {exc}") from None
+    except RecursionError:  # e.g. 100000 nested "[": json's C scanner gives up
+        raise BadRequest("malformed JSON body: nested too deeply") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
         raise BadRequest('JSON body must be {"image": "<base64 of the image file>"}')
     encoded = "".join(payload["image"].split())  # `base64` wraps lines by default

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 from typing import Any
 
@@ -94,6 +95,14 @@ def test_disallowed_image_formats_are_named(fmt: str, name: str) -> None:
     assert ALLOWED_TEXT in info.value.message
 
 
+def test_tga_is_not_mistaken_for_an_icon() -> None:
+    # Uncompressed TGA starts with the bytes of CUR's signature; it has no magic of its own.
+    data = encode(Image.new("RGB", (16, 16)), "TGA")
+    assert data[:4] == b"\x00\x00\x02\x00"
+    with pytest.raises(UnsupportedMediaType, match="not an image in a recognised format"):
+        decode_image(data)
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -120,6 +129,11 @@ def test_truncated_images_are_undecodable(fmt: str) -> None:
     data = encode(Image.fromarray(rgb_array(64, 64)), fmt)
     with pytest.raises(UndecodableImage, match=f"could not decode the {fmt} image: .*truncated"):
         decode_image(data[: len(data) // 2])
+
+
+def test_truncated_data_is_never_padded() -> None:
+    # With Pillow's LOAD_TRUNCATED_IMAGES on, the truncated PNG above would decode (padded).
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
 def test_signature_only_png_is_undecodable() -> None:
@@ -184,6 +198,21 @@ def test_pillow_bomb_error_is_too_large_even_with_generous_limits() -> None:
     limits = ImageLimits(max_pixels=10**12, max_side=10**6)
     with pytest.raises(ImageTooLarge, match="too large to decode safely"):
         decode_image(png_header_only(100_000, 100_000), limits)
+
+
+def test_pillow_bomb_warning_is_too_large_where_warnings_are_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pillow warns between MAX_IMAGE_PIXELS and twice that; shrink it to reach that band.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    data = encode(Image.new("RGB", (12, 10)), "PNG")  # 120 pixels: a warning, not an error
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(ImageTooLarge, match="too large to decode safely"):
+            decode_image(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        assert decode_image(data).shape == (10, 12, 3)  # our own limits are what apply
 
 
 # --- EXIF orientation ----------------------------------------------------------------
