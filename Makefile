@@ -7,7 +7,7 @@
 #   make lint-deploy    validate Dockerfile, docker-compose.yml, deploy/k8s offline (in lint)
 #   make models         list the model repository and where each model's weights come from
 #   make fetch-weights  download the torchvision weights the repository needs (MODELS="a b")
-#   make bench          run the benchmark (bench/run.py) once there is one
+#   make bench          the benchmark suite, ~30 min (bench/run.py; BENCH_ARGS="--quick")
 #   make clean          remove caches and build files (keeps .venv and weights/)
 #   make distclean      clean, and remove .venv too
 #
@@ -80,13 +80,14 @@ models: $(STAMP)
 fetch-weights: $(STAMP)
 	$(BIN)/segserve weights fetch $(MODELS)
 
-ifneq ($(wildcard bench/run.py),)
-bench: $(STAMP)
+# The bench extra (LitServe, matplotlib) goes on top of the dev install, once per install.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -e '.[dev,bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
-else
-bench:
-	@echo "bench: bench/run.py does not exist yet; nothing to run (the benchmark is planned)."
-endif
 
 # -------------------------------------------------------------------------------- checks
 

@@ -1,0 +1,1 @@
+"""Benchmark harness: load generator, baselines (raw model, naive FastAPI, LitServe), reports."""

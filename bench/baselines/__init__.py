@@ -1,0 +1,1 @@
+"""The servers segserve is compared with, built on the same weights and the same pipeline."""

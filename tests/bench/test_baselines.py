@@ -1,0 +1,63 @@
+"""The baselines' pipeline on a small real architecture (seeded, untrained), and the naive app."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.predictors.base import build_model
+from app.predictors.repository import load_spec
+from app.predictors.weights import resolve_weights
+from bench.baselines.naive_server import create_app
+from bench.baselines.pipeline import ReferencePipeline, decode
+from bench.images import jpeg_bytes, photo_like
+from bench.servers import write_model_toml
+
+ARCH = "lraspp_mobilenet_v3_large"  # the cheapest semantic architecture torchvision has
+
+
+@pytest.fixture(scope="module")
+def toml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_model_toml(tmp_path_factory.mktemp("repo"), ARCH)
+
+
+@pytest.fixture(scope="module")
+def pipeline(toml: Path) -> ReferencePipeline:
+    return ReferencePipeline(toml, seed=5)
+
+
+def test_the_pipeline_holds_the_services_weights(toml: Path, pipeline: ReferencePipeline) -> None:
+    spec = load_spec(toml)
+    service_model = build_model(
+        spec, resolve_weights(spec, toml.parent, allow_download=False), seed=5
+    )
+    ours = pipeline.model.state_dict()
+    for key, value in service_model.state_dict().items():
+        assert torch.equal(ours[key], value), key
+
+
+def test_precision_must_be_known(toml: Path) -> None:
+    with pytest.raises(ValueError, match="precision"):
+        ReferencePipeline(toml, precision="int8")
+
+
+def test_naive_server_answers_the_pipelines_class_map(pipeline: ReferencePipeline) -> None:
+    data = jpeg_bytes(photo_like(64, 48, seed=2))
+    expected = pipeline.infer([decode(data)])[0]
+    assert expected.shape == (48, 64)
+    with TestClient(create_app(lambda: pipeline)) as client:
+        response = client.post(
+            "/segment", params={"format": "png"}, files={"image": ("a.jpg", data, "image/jpeg")}
+        )
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "image/png"
+        with Image.open(io.BytesIO(response.content)) as image:
+            assert np.array_equal(np.array(image), expected)
+        wrong_task = client.post("/instances", files={"image": ("a.jpg", data, "image/jpeg")})
+        assert wrong_task.status_code == 404
