@@ -32,7 +32,13 @@ async def test_models_describes_every_model(served: Served) -> None:
     assert sem["weights"] == "untrained"
     assert sem["default"] is True
     assert sem["device"] == "cpu" and sem["precision"] == "fp32"
-    assert sem["batching"] == {"max_batch_size": 4, "max_wait_ms": 1.0, "max_queue_size": 64}
+    assert sem["channels_last"] is False
+    assert sem["batching"] == {
+        "max_batch_size": 4,
+        "max_wait_ms": 1.0,
+        "max_queue_size": 64,
+        "autotune": None,  # warm-up is off in these tests, so nothing was measured
+    }
 
 
 async def test_readiness_follows_loading_and_shutdown() -> None:
