@@ -205,6 +205,12 @@ _CASES: dict[str, tuple[Builder, str, tuple[int, str | None]]] = {
         IMAGE_TOO_LARGE,
     ),
     "png_zero_bomb_9000x9000": (lambda: png_zero_bomb(9000, 9000), "image/png", IMAGE_TOO_LARGE),
+    # ~4 KB that decodes to 3.6 Mpx: within every cap, so it is served like any image.
+    "png_zero_bomb_2000x1800_within_caps": (
+        lambda: png_zero_bomb(2000, 1800),
+        "image/png",
+        OK,
+    ),
     "png_side_over_cap_12000x8": (lambda: png_zero_bomb(12_000, 8), "image/png", IMAGE_TOO_LARGE),
     "gif_header_65535x65535": (
         lambda: gif_header_claiming(65_535, 65_535),

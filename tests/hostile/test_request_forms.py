@@ -16,14 +16,15 @@ BOUNDARY = "hostileboundary"
 
 def multipart(*parts: tuple[str, str | None, bytes]) -> dict[str, Any]:
     """A hand-built multipart body: (field name, filename or None for a text field, data)."""
-    body = b""
+    pieces = []
     for name, filename, data in parts:
         disposition = f'form-data; name="{name}"'
         if filename is not None:
             disposition += f'; filename="{filename}"'
-        body += f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
-        body += data + b"\r\n"
-    body += f"--{BOUNDARY}--\r\n".encode()
+        pieces.append(f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode())
+        pieces.append(data + b"\r\n")
+    pieces.append(f"--{BOUNDARY}--\r\n".encode())
+    body = b"".join(pieces)
     return {
         "content": body,
         "headers": {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"},

@@ -95,6 +95,19 @@ def test_disallowed_image_formats_are_named(fmt: str, name: str) -> None:
     assert ALLOWED_TEXT in info.value.message
 
 
+@pytest.mark.parametrize("fmt", ["TIFF", "GIF", "ICO", "TGA"])
+def test_pillow_itself_refuses_formats_outside_the_allowlist(
+    monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    # Even if the magic-byte check were fooled, Pillow is only allowed the four decoders
+    # (formats=ALLOWED_FORMATS): the file's own decoder never runs, so it cannot decode.
+    monkeypatch.setattr(imaging, "sniff_format", lambda data: "PNG")
+    data = encode(Image.new("RGB", (8, 8), (9, 9, 9)), fmt)
+    assert Image.open(io.BytesIO(data)).format == fmt  # Pillow alone would decode it
+    with pytest.raises(UndecodableImage, match="invalid header"):
+        decode_image(data)
+
+
 def test_tga_is_not_mistaken_for_an_icon() -> None:
     # Uncompressed TGA starts with the bytes of CUR's signature; it has no magic of its own.
     data = encode(Image.new("RGB", (16, 16)), "TGA")
