@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import gc
 import os
@@ -65,17 +66,21 @@ class ModelPlan:
     """A model's defaults in the standard suite, chosen so the suite ends in ~30 min on 2 cores.
 
     A deeplabv3_resnet50 forward takes ~1.7 s there and Mask R-CNN's ~5 s: a closed-loop point
-    at concurrency c spends about c forwards filling the pipeline and c draining it.
+    at concurrency c spends about c forwards filling the pipeline and c draining it, so Mask
+    R-CNN gets fewer levels and fewer answers per point. The run at the compared precision
+    needs only concurrency 8 for its target (and 1 for latency alone).
     """
 
     concurrency: tuple[int, ...]
     compare_precision: str | None = None
+    compare_concurrency: tuple[int, ...] = (1, 8)
+    min_requests: int | None = None  # None: the suite's default
 
 
 STANDARD_PLANS = {
     "deeplabv3_resnet50": ModelPlan((1, 2, 4, 8, 16), compare_precision="bf16"),
     "deeplabv3_mobilenet_v3_large": ModelPlan((1, 2, 4, 8, 16)),
-    "maskrcnn_resnet50_fpn_v2": ModelPlan((1, 4, 8)),
+    "maskrcnn_resnet50_fpn_v2": ModelPlan((1, 4, 8), min_requests=4),
 }
 
 
@@ -89,7 +94,7 @@ class PointSettings:
     poisson: bool
 
 
-STANDARD_POINTS = PointSettings(15.0, 8, 3.0, 10.0, 0.7, True)
+STANDARD_POINTS = PointSettings(12.0, 8, 3.0, 10.0, 0.7, True)
 QUICK_POINTS = PointSettings(3.0, 3, 0.5, 2.0, 0.7, True)
 QUICK_CONCURRENCY = (1, 4)
 
@@ -238,14 +243,19 @@ def point_settings(args: argparse.Namespace) -> PointSettings:
 
 
 def plan_for(model: str, args: argparse.Namespace) -> ModelPlan:
+    """The model's standard plan with the command line's choices applied."""
     default = STANDARD_PLANS.get(model, ModelPlan((1, 2, 4, 8, 16)))
-    concurrency = args.concurrency or (QUICK_CONCURRENCY if args.quick else default.concurrency)
+    concurrency = default.concurrency
+    compare_concurrency = default.compare_concurrency
+    if args.concurrency or args.quick:
+        concurrency = compare_concurrency = args.concurrency or QUICK_CONCURRENCY
     compared = default.compare_precision
     if args.compare_precision is not None:
         compared = None if args.compare_precision == "none" else args.compare_precision
     if compared == args.precision:
         compared = None
-    return ModelPlan(tuple(concurrency), compared)
+    min_requests = None if args.quick or args.min_requests else default.min_requests
+    return ModelPlan(tuple(concurrency), compared, tuple(compare_concurrency), min_requests)
 
 
 def raw_batch_sizes(task: str, quick: bool) -> tuple[int, ...]:
@@ -332,7 +342,10 @@ def server_command(
         if args.torch_threads:
             env["SEGSERVE_TORCH_THREADS"] = str(args.torch_threads)
         env.update(dict(args.env))
-        return ServerCommand(kind, [python, "-m", "app", "serve"], port, "/readyz", env)
+        # The installed console script, as an operator starts it (`python -m app` without one).
+        script = Path(python).with_name("segserve")
+        argv = [str(script), "serve"] if script.is_file() else [python, "-m", "app", "serve"]
+        return ServerCommand(kind, argv, port, "/readyz", env)
     common = [
         "--model-toml",
         str(toml),
@@ -486,6 +499,8 @@ def run_model(
     scratch: Path,
 ) -> None:
     plan = plan_for(model, args)
+    if plan.min_requests is not None:
+        settings = dataclasses.replace(settings, min_requests=plan.min_requests)
     task = task_of(model)
     width, height = args.image_size
     image = jpeg_bytes(photo_like(width, height, args.image_seed))
@@ -525,8 +540,10 @@ def run_model(
     if plan.compare_precision and "service" in args.servers:
         runs.append(("service", plan.compare_precision))
     for kind, precision in runs:
-        label = kind if precision == args.precision else f"{kind}@{precision}"
-        command = server_command(kind, toml, precision, args, max(plan.concurrency))
+        compared_run = precision != args.precision
+        label = f"{kind}@{precision}" if compared_run else kind
+        levels = plan.compare_concurrency if compared_run else plan.concurrency
+        command = server_command(kind, toml, precision, args, max(levels))
         log = out_dir / f"server-{model}-{label}.log"
         print(f"  starting {label}: {shlex.join(command.argv)}", flush=True)
         load_before = os.getloadavg()[0]
@@ -542,7 +559,7 @@ def run_model(
                         send,
                         reference,
                         task,
-                        plan.concurrency,
+                        levels,
                         settings,
                         open_rate,
                     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 from pathlib import Path
 
@@ -10,12 +11,13 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
+from starlette.datastructures import UploadFile
 
 from app.predictors.base import build_model
 from app.predictors.repository import load_spec
 from app.predictors.weights import resolve_weights
 from bench.baselines.naive_server import create_app
-from bench.baselines.pipeline import ReferencePipeline, decode
+from bench.baselines.pipeline import ReferencePipeline, add_pipeline_arguments, decode
 from bench.images import jpeg_bytes, photo_like
 from bench.servers import write_model_toml
 
@@ -61,3 +63,26 @@ def test_naive_server_answers_the_pipelines_class_map(pipeline: ReferencePipelin
             assert np.array_equal(np.array(image), expected)
         wrong_task = client.post("/instances", files={"image": ("a.jpg", data, "image/jpeg")})
         assert wrong_task.status_code == 404
+
+
+def test_litserve_api_batches_to_the_pipelines_class_maps(toml: Path) -> None:
+    pytest.importorskip("litserve")  # the bench extra
+    from bench.baselines.litserve_server import SegmentationAPI
+
+    parser = argparse.ArgumentParser()
+    add_pipeline_arguments(parser)
+    args = parser.parse_args(["--model-toml", str(toml), "--seed", "5", "--port", "1"])
+    args.max_batch_size, args.batch_timeout = 4, 0.01
+    api = SegmentationAPI(args)
+    assert api.api_path == "/segment"
+    api.setup("cpu")
+    files = [jpeg_bytes(photo_like(64, 48, seed=s)) for s in (1, 2)]
+    decoded = [api.decode_request({"image": UploadFile(io.BytesIO(f))}) for f in files]
+    outputs = api.unbatch(api.predict(api.batch(decoded)))
+    assert len(outputs) == 2
+    reference = ReferencePipeline(toml, seed=5)
+    for data, output in zip(files, outputs, strict=True):
+        response = api.encode_response(output)
+        assert response.media_type == "image/png"
+        with Image.open(io.BytesIO(response.body)) as image:
+            assert np.array_equal(np.array(image), reference.infer([decode(data)])[0])

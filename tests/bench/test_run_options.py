@@ -1,0 +1,95 @@
+import asyncio
+
+import httpx
+import pytest
+
+from bench.run import parse_args, plan_for, point_settings, request_for
+
+
+def test_standard_plans_compare_bf16_for_resnet50_only() -> None:
+    args = parse_args([])
+    resnet = plan_for("deeplabv3_resnet50", args)
+    assert resnet.concurrency == (1, 2, 4, 8, 16)
+    assert resnet.compare_precision == "bf16"
+    assert 8 in resnet.compare_concurrency
+    assert plan_for("deeplabv3_mobilenet_v3_large", args).compare_precision is None
+    maskrcnn = plan_for("maskrcnn_resnet50_fpn_v2", args)
+    assert maskrcnn.concurrency == (1, 4, 8)
+    assert maskrcnn.min_requests == 4
+
+
+def test_command_line_overrides_the_plan() -> None:
+    args = parse_args(
+        ["--concurrency", "2,8", "--compare-precision", "none", "--min-requests", "3"]
+    )
+    plan = plan_for("maskrcnn_resnet50_fpn_v2", args)
+    assert plan.concurrency == plan.compare_concurrency == (2, 8)
+    assert plan.compare_precision is None
+    assert plan.min_requests is None  # the command line's 3 applies, through point_settings
+    assert point_settings(args).min_requests == 3
+
+
+def test_comparing_a_precision_with_itself_is_dropped() -> None:
+    args = parse_args(["--precision", "bf16"])
+    assert plan_for("deeplabv3_resnet50", args).compare_precision is None
+
+
+def test_quick_mode_is_short() -> None:
+    args = parse_args(["--quick"])
+    plan = plan_for("deeplabv3_resnet50", args)
+    settings = point_settings(args)
+    assert plan.concurrency == (1, 4)
+    assert settings.duration_s <= 5
+    assert settings.min_requests <= 3
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--image-size", "640"],
+        ["--image-size", "0x480"],
+        ["--concurrency", "0,2"],
+        ["--servers", "raw,triton"],
+        ["--models", "resnet50"],
+        ["--env", "NOEQUALS"],
+        ["--precision", "int8"],
+    ],
+)
+def test_bad_options_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_parsed_values() -> None:
+    args = parse_args(["--image-size", "1920x1080", "--env", "SEGSERVE_X=1=2", "--servers", "raw"])
+    assert args.image_size == (1920, 1080)
+    assert args.env == [("SEGSERVE_X", "1=2")]
+    assert args.servers == ("raw",)
+
+
+def test_instance_requests_ask_for_rle_at_the_threshold() -> None:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(record), base_url="http://x"
+        ) as client:
+            await request_for("instance", b"img", 0.25)(client)
+            await request_for("semantic", b"img", 0.25)(client)
+
+    asyncio.run(go())
+    assert seen[0].url.path == "/instances"
+    assert dict(seen[0].url.params) == {
+        "format": "json",
+        "mask_encoding": "rle",
+        "score_threshold": "0.25",
+    }
+    assert seen[1].url.path == "/segment"
+    assert dict(seen[1].url.params) == {"format": "png"}
+    assert b'name="image"' in seen[0].content
