@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 Polygon = list[list[list[int]]]  # rings; ring = list of [x, y]; first ring outer, rest holes
+Rings = list[np.ndarray]  # a polygon as (n, 2) int64 arrays of [x, y]: outer ring, then holes
 
 
 # --------------------------------------------------------------------------------- polygons
@@ -43,6 +44,19 @@ def mask_to_polygons(
     min_area: float = 0.0,
     offset: tuple[int, int] = (0, 0),
 ) -> list[Polygon]:
+    """:func:`mask_to_rings` as nested Python lists."""
+    return [
+        [ring.tolist() for ring in rings]
+        for rings in mask_to_rings(mask, tolerance, min_area, offset)
+    ]
+
+
+def mask_to_rings(
+    mask: np.ndarray,
+    tolerance: float = 1.0,
+    min_area: float = 0.0,
+    offset: tuple[int, int] = (0, 0),
+) -> list[Rings]:
     """The polygons of a (h, w) bool/uint8 mask, one per 8-connected part of it.
 
     A polygon is a list of rings, a ring a list of integer [x, y] points (x right, y down, plus
@@ -109,15 +123,26 @@ def mask_to_polygons(
     # row puts it after its container.
     parts.sort(key=lambda p: (p[0], p[1]))
 
+    if not parts:
+        return []
+    flat = [ring.reshape(-1, 2) for _, _, rings in parts for ring in rings]
+    if tolerance > 0:
+        flat = [
+            cv2.approxPolyDP(ring.reshape(-1, 1, 2).astype(np.int32), tolerance, True).reshape(
+                -1, 2
+            )
+            for ring in flat
+        ]
+    # One shift for all rings (a noisy mask has thousands of tiny ones); each ring is then a
+    # C-contiguous view, which the JSON encoder writes without a Python list in between.
     shift = np.array((offset[0] - 1, offset[1] - 1), dtype=np.int64)  # undo the padding
-    polygons: list[Polygon] = []
+    points = np.concatenate(flat).astype(np.int64) + shift
+    shifted = np.split(points, np.cumsum([len(ring) for ring in flat])[:-1])
+    polygons: list[Rings] = []
+    first = 0
     for _, _, rings in parts:
-        polygon: Polygon = []
-        for ring in rings:
-            if tolerance > 0:
-                ring = cv2.approxPolyDP(ring.reshape(-1, 1, 2).astype(np.int32), tolerance, True)
-            polygon.append((ring.reshape(-1, 2).astype(np.int64) + shift).tolist())
-        polygons.append(polygon)
+        polygons.append(shifted[first : first + len(rings)])
+        first += len(rings)
     return polygons
 
 

@@ -5,15 +5,15 @@ Runs in the thread pool: polygon extraction and PNG compression are CPU work.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 
 from app import encoding
-from app.polygons import mask_to_polygons
+from app.polygons import mask_to_rings
 from app.results import InstanceResult, SemanticResult
 
 OutputFormat = Literal["png", "json", "overlay"]
@@ -32,8 +32,10 @@ class RenderOptions:
     compress_level: int
 
 
-def _json(payload: dict[str, Any]) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+def _json(payload: Any) -> bytes:
+    # orjson writes the polygons' numpy rings directly: for masks with many rings, converting
+    # them to Python lists and through json.dumps cost more than tracing them.
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def semantic_json(result: SemanticResult, opts: RenderOptions) -> dict[str, Any]:
@@ -44,7 +46,7 @@ def semantic_json(result: SemanticResult, opts: RenderOptions) -> dict[str, Any]
     for class_id in np.flatnonzero(counts[1:]) + 1:
         if opts.keep is not None and class_id not in opts.keep:
             continue
-        polygons = mask_to_polygons(class_map == class_id, opts.tolerance, opts.min_area)
+        polygons = mask_to_rings(class_map == class_id, opts.tolerance, opts.min_area)
         segments.append(
             {
                 "label": opts.categories[class_id],
@@ -85,7 +87,7 @@ def instance_records(
             "area": inst.area,
         }
         if mask_encoding in ("polygons", "both"):
-            record["polygons"] = mask_to_polygons(
+            record["polygons"] = mask_to_rings(
                 inst.mask, opts.tolerance, opts.min_area, offset=inst.origin
             )
         if mask_encoding in ("rle", "both"):
@@ -102,7 +104,7 @@ def render_instances(
     mask_encoding: MaskEncoding,
 ) -> tuple[bytes, str]:
     if fmt == "png":
-        text = json.dumps(instance_records(result, opts, None), separators=(",", ":"))
+        text = _json(instance_records(result, opts, None)).decode()
         id_map = encoding.instance_map(result)
         return encoding.instance_map_to_png(id_map, text, opts.compress_level), PNG
     if fmt == "overlay":

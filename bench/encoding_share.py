@@ -1,0 +1,113 @@
+"""Encoding's share of a request's time at 1920x1080, per output format.
+
+Issue 3 asks that PNG compression, polygon extraction and JSON serialisation stay under 5%
+of end-to-end latency for a 1920x1080 image. This runs the service's own stages in process,
+on the service's own code (decode, predictor, renderers), so the figures have no HTTP noise:
+
+    .venv/bin/python -m bench.encoding_share [--precision bf16] [--repeats 3]
+
+It prints one row per (model, format) with the median of each stage and encode's share of
+decode + infer + encode, and writes ``bench/results/encoding_share.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from app.config import Settings
+from app.imaging import ImageLimits, decode_image
+from app.predictors import InstanceParams, load_predictor
+from app.predictors.repository import ModelSpec
+from app.rendering import RenderOptions, render_instances, render_semantic
+from bench.images import jpeg_bytes, photo_like
+
+RESULTS = Path(__file__).parent / "results"
+MODELS = {
+    "deeplabv3_resnet50": ("semantic", ["png", "json", "overlay"]),
+    "maskrcnn_resnet50_fpn_v2": ("instance", ["json", "png", "overlay"]),
+}
+
+
+def _median_s(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), out
+
+
+def measure(architecture: str, precision: str, repeats: int) -> list[dict[str, Any]]:
+    task, formats = MODELS[architecture]
+    settings = Settings(_env_file=None, device="auto", precision=precision)  # type: ignore[call-arg]
+    spec = ModelSpec(name=architecture, task=task, architecture=architecture, weights="none")
+    predictor = load_predictor(spec, settings)
+    data = jpeg_bytes(photo_like(1920, 1080, seed=7))
+    limits = ImageLimits(settings.max_image_pixels, settings.max_image_side)
+    decode_s, image = _median_s(lambda: decode_image(data, limits), repeats)
+    params: Any = InstanceParams() if task == "instance" else None
+    predictor.predict_batch([image], [params])  # warm-up at this size
+    infer_s, (result,) = _median_s(lambda: predictor.predict_batch([image], [params]), repeats)
+    opts = RenderOptions(
+        model=architecture,
+        categories=predictor.categories,
+        keep=None,
+        tolerance=1.0,
+        min_area=0.0,
+        compress_level=settings.png_compress_level,
+    )
+    rows = []
+    for fmt in formats:
+        if task == "semantic":
+            encode_s, (body, _) = _median_s(
+                lambda fmt=fmt: render_semantic(result, image, fmt, opts), repeats
+            )
+        else:
+            encode_s, (body, _) = _median_s(
+                lambda fmt=fmt: render_instances(result, image, fmt, opts, "polygons"), repeats
+            )
+        total = decode_s + infer_s + encode_s
+        rows.append(
+            {
+                "model": architecture,
+                "precision": precision,
+                "format": fmt,
+                "decode_ms": 1000 * decode_s,
+                "infer_ms": 1000 * infer_s,
+                "encode_ms": 1000 * encode_s,
+                "encode_share": encode_s / total,
+                "body_bytes": len(body),
+                "instances": len(result.instances) if task == "instance" else None,
+            }
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    rows = [r for m in args.models for r in measure(m, args.precision, args.repeats)]
+    print("| model | precision | format | decode ms | infer ms | encode ms | encode share |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model']} | {r['precision']} | {r['format']} | {r['decode_ms']:.0f} | "
+            f"{r['infer_ms']:.0f} | {r['encode_ms']:.1f} | {100 * r['encode_share']:.2f}% |"
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"encoding_share_{args.precision}.json"
+    out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
