@@ -77,7 +77,9 @@ def test_litserve_api_batches_to_the_pipelines_class_maps(toml: Path) -> None:
     assert api.api_path == "/segment"
     api.setup("cpu")
     files = [jpeg_bytes(photo_like(64, 48, seed=s)) for s in (1, 2)]
-    decoded = [api.decode_request({"image": UploadFile(io.BytesIO(f))}) for f in files]
+    # For a `Request`-annotated decode_request LitServe passes the parsed form, not the Request.
+    forms = [{"image": UploadFile(io.BytesIO(f))} for f in files]
+    decoded = [api.decode_request(form) for form in forms]  # type: ignore[arg-type]
     outputs = api.unbatch(api.predict(api.batch(decoded)))
     assert len(outputs) == 2
     reference = ReferencePipeline(toml, seed=5)
