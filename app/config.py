@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         description="Largest input a model may see after its own resize (413 above): "
         "bounds thin images that a short-side resize would blow up.",
     )
+    max_concurrent_decodes: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="Images decoded at the same time; the rest wait their turn. Bounds the "
+        "memory that many large images arriving together take (one 40 Mpx decode peaks at "
+        "a few hundred MB). 0: the number of CPUs this process may use.",
+    )
     png_compress_level: Annotated[int, Field(ge=0, le=9)] = Field(
         1, description="zlib level for PNG responses: 1 is fast and still small for masks."
     )

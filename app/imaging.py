@@ -92,6 +92,7 @@ _FTYP_BRANDS = {
     b"msf1": "HEIF",
 }
 
+_STRIP_BYTES = 4 * 1024 * 1024  # see _to_array
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _ORIENTATION_TAG = ExifTags.Base.Orientation
 
@@ -129,6 +130,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> npt.NDArra
             _check_size(im.size, limits)
             im.load()  # after open() the current frame is the first one of an animation
             oriented = _apply_exif_orientation(im)
+            if oriented is not im:
+                im.close()  # free the unrotated pixels now: large images are held twice else
             # Orientation can only swap the sides, and the check is symmetric, so the
             # oriented size is within the same limits already.
             return _to_rgb(oriented)
@@ -175,7 +178,7 @@ def _apply_exif_orientation(im: Image.Image) -> Image.Image:
 
 
 def _to_rgb(im: Image.Image) -> npt.NDArray[np.uint8]:
-    """Apply the module docstring's mode-conversion rules to a loaded image."""
+    """Apply the module docstring's mode-conversion rules to a loaded image (closing it)."""
     mode = im.mode
     if mode in _SIXTEEN_BIT_MODES:
         return _grey_to_rgb(_scale_16bit(np.asarray(im)))
@@ -189,9 +192,9 @@ def _to_rgb(im: Image.Image) -> npt.NDArray[np.uint8]:
         return _grey_to_rgb(_stretch(np.where(np.isfinite(values), values, 0.0)))
     if _has_transparency(im):
         return _composite_on_black(im)
-    rgb = im if mode == "RGB" else im.convert("RGB")
-    # np.asarray of a Pillow image is read-only; np.array gives a fresh, writable copy.
-    return np.array(rgb, dtype=np.uint8, order="C")
+    if mode == "RGB":
+        return _to_array(im)
+    return _to_array(im.convert("RGB"), im)
 
 
 def _has_transparency(im: Image.Image) -> bool:
@@ -206,11 +209,36 @@ def _has_transparency(im: Image.Image) -> bool:
 
 def _composite_on_black(im: Image.Image) -> npt.NDArray[np.uint8]:
     # Pillow cannot convert premultiplied "La" to RGBA directly, but can via "LA".
-    rgba = im.convert("LA").convert("RGBA") if im.mode == "La" else im.convert("RGBA")
+    if im.mode == "RGBA":
+        rgba = im  # no copy: a large image is held at most twice below (rgba, out)
+    else:
+        rgba = im.convert("LA").convert("RGBA") if im.mode == "La" else im.convert("RGBA")
+        im.close()
     out = Image.new("RGB", rgba.size)  # black
     # Pasting through the alpha band blends exactly round(c * a / 255) onto the black.
     out.paste(rgba, (0, 0), rgba)
-    return np.array(out, dtype=np.uint8, order="C")
+    return _to_array(out, rgba)
+
+
+def _to_array(rgb: Image.Image, *spent: Image.Image) -> npt.NDArray[np.uint8]:
+    """``rgb`` as a fresh, writable (H, W, 3) array; closes ``rgb`` and ``spent``.
+
+    Copied in strips: ``tobytes()`` of a whole image (as ``np.array(image)`` does) holds
+    two packed copies at once besides the image, so a 36 Mpx decode would peak ~100 MB
+    higher than the image plus the array this keeps it to.
+    """
+    width, height = rgb.size
+    for image in spent:
+        image.close()
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, _STRIP_BYTES // (3 * width))
+    for top in range(0, height, rows):
+        strip = rgb.crop((0, top, width, min(top + rows, height)))
+        out[top : top + strip.height] = np.frombuffer(strip.tobytes(), np.uint8).reshape(
+            strip.height, width, 3
+        )
+    rgb.close()
+    return out
 
 
 def _scale_16bit(values: npt.NDArray[np.generic]) -> npt.NDArray[np.uint8]:

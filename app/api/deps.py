@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -19,6 +20,7 @@ from app.imaging import ImageLimits, decode_image
 from app.readiness import is_ready
 from app.request_log import note_model, note_timer
 from app.serving import ModelRegistry, ServedModel
+from app.threads import available_cpus
 from app.timing import StageTimer
 
 RAW_IMAGE_TYPES = frozenset(
@@ -197,12 +199,27 @@ async def image_bytes(request: Request, settings: SettingsDep) -> bytes:
     return data
 
 
+def _decode_slots(request: Request, settings: Settings) -> asyncio.Semaphore:
+    """The app's decode slots, made on first use (on the event loop, so no race)."""
+    slots: asyncio.Semaphore | None = getattr(request.app.state, "decode_slots", None)
+    if slots is None:
+        slots = asyncio.Semaphore(settings.max_concurrent_decodes or available_cpus())
+        request.app.state.decode_slots = slots
+    return slots
+
+
 async def decoded_image(
-    data: Annotated[bytes, Depends(image_bytes)], settings: SettingsDep, timer: TimerDep
+    request: Request,
+    data: Annotated[bytes, Depends(image_bytes)],
+    settings: SettingsDep,
+    timer: TimerDep,
 ) -> np.ndarray:
     limits = ImageLimits(max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
     with timer.stage("decode"):
-        return await run_in_threadpool(decode_image, data, limits)
+        # Decoding is CPU-bound and a large image briefly takes hundreds of MB: more decodes
+        # at once than CPUs gain nothing and could exhaust memory (the thread pool has 40).
+        async with _decode_slots(request, settings):
+            return await run_in_threadpool(decode_image, data, limits)
 
 
 ImageDep = Annotated[np.ndarray, Depends(decoded_image)]

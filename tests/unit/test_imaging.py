@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import warnings
 import zlib
 from typing import Any
@@ -426,6 +427,36 @@ def test_mode_pa_composites_onto_black() -> None:
     pa = palette_image().convert("PA")
     pa.putpixel((0, 0), (0, 0))  # palette entry 0 with alpha 0
     np.testing.assert_array_equal(imaging._to_rgb(pa), [[[0, 0, 0], [40, 50, 60], [70, 80, 90]]])
+
+
+# --- copying out of Pillow -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_strip_copies_are_exact(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    monkeypatch.setattr(imaging, "_STRIP_BYTES", 100)  # 3-row strips on a 9-wide image
+    pixels = rgb_array(9, 31, seed=3)
+    source = Image.fromarray(pixels).convert(mode)
+    expected = np.asarray(source.convert("RGB")) if mode != "RGBA" else pixels
+    out = decode_image(encode(source, "PNG"))
+    assert_fresh_rgb(out, 31, 9)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_copying_out_holds_about_one_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whole-image tobytes() (as np.array(image) does) holds its chunks, their join and the
+    # array at once: about 3x the array. Strips keep the Python-side peak near 1x (the
+    # array plus two strips: the test scales the strip down with the image).
+    monkeypatch.setattr(imaging, "_STRIP_BYTES", 256 * 1024)
+    image = Image.fromarray(rgb_array(1500, 1000, seed=4))
+    tracemalloc.start()
+    try:
+        out = imaging._to_array(image)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (1000, 1500, 3)
+    assert peak < 1.5 * out.nbytes
 
 
 # --- animations ----------------------------------------------------------------------
