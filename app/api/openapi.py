@@ -54,6 +54,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented errors for ``statuses``, for routes that can fail only in some ways."""
+    return {status: ERROR_RESPONSES[status] for status in statuses}
+
+
 def image_responses(json_model: type, description: str) -> dict[int | str, dict[str, Any]]:
     return {
         200: {

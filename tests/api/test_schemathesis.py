@@ -36,14 +36,14 @@ CHECKS = [
 ]
 
 
-def fake_app() -> FastAPI:
+def fake_app(**overrides: Any) -> FastAPI:
     sem_spec, inst_spec = fake_specs()
     fakes = [FakeSemantic(sem_spec, SEM_CATEGORIES), FakeInstance(inst_spec, INST_CATEGORIES)]
 
     def loader(settings: Any) -> ModelRegistry:
         return ModelRegistry([ServedModel(fake, settings) for fake in fakes])  # type: ignore[arg-type]
 
-    return create_app(make_settings(), loader=loader)
+    return create_app(make_settings(**overrides), loader=loader)
 
 
 def wait_until_ready(app: FastAPI) -> None:
@@ -76,9 +76,11 @@ def spec_with_served_models() -> dict[str, Any]:
 schema = schemathesis.openapi.from_dict(spec_with_served_models())
 
 
-@pytest.fixture
-def app() -> FastAPI:
-    app = fake_app()
+# With an API key configured (and none sent), every protected route answers 401: the run
+# checks that status is documented wherever it can happen.
+@pytest.fixture(params=[{}, {"api_key": "schemathesis-key"}], ids=["open", "keyed"])
+def app(request: pytest.FixtureRequest) -> FastAPI:
+    app = fake_app(**request.param)
     wait_until_ready(app)
     return app
 
