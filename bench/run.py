@@ -195,6 +195,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="torch threads per server (SEGSERVE_TORCH_THREADS); 0: default",
     )
     parser.add_argument(
+        "--raw-channels-last",
+        action="store_true",
+        help="run raw in NHWC memory format (a stricter ceiling when the service uses it)",
+    )
+    parser.add_argument(
         "--score-threshold",
         type=float,
         default=InstanceCut.score_threshold,
@@ -476,6 +481,7 @@ def run_raw(
         device=args.device,
         precision=precision,
         cut=InstanceCut(score_threshold=args.score_threshold),
+        channels_last=args.raw_channels_last,
     )
     reference = pipeline.infer([decode(image)])[0]
     measured = None
@@ -483,6 +489,7 @@ def run_raw(
         sizes = raw_batch_sizes(pipeline.task, args.quick)
         measured = {
             "precision": precision,
+            "channels_last": args.raw_channels_last,
             **raw_bench.measure(pipeline, image, sizes, duration_s=settings.raw_duration_s),
         }
     del pipeline

@@ -79,6 +79,7 @@ class ReferencePipeline:
         precision: str = "fp32",
         cut: InstanceCut | None = None,
         weights_dir: Path | None = None,
+        channels_last: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -89,6 +90,11 @@ class ReferencePipeline:
         self.precision = precision
         self.cut = cut or InstanceCut()
         self.model = build_model(self.spec, weights, seed=seed).to(self.device)
+        # Optional NHWC layout: not what a tutorial writes, but a stricter ceiling for `raw`
+        # when the service runs channels_last itself.
+        self.channels_last = channels_last
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.preprocess = get_model_weights(self.spec.architecture).DEFAULT.transforms()
         self.task = self.spec.task
 
@@ -98,7 +104,10 @@ class ReferencePipeline:
         inputs = [self.preprocess(image.to(self.device)) for image in images]
         with precision_scope(self.precision, self.device):
             if self.task == "semantic":
-                logits = self.model(torch.stack(inputs))["out"].float()
+                batch = torch.stack(inputs)
+                if self.channels_last:
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                logits = self.model(batch)["out"].float()
             else:
                 outputs = self.model(inputs)
         if self.task == "semantic":

@@ -88,3 +88,14 @@ def test_litserve_api_batches_to_the_pipelines_class_maps(toml: Path) -> None:
         assert response.media_type == "image/png"
         with Image.open(io.BytesIO(response.body)) as image:
             assert np.array_equal(np.array(image), reference.infer([decode(data)])[0])
+
+
+def test_channels_last_raw_computes_the_same_class_map(
+    toml: Path, pipeline: ReferencePipeline
+) -> None:
+    nhwc = ReferencePipeline(toml, seed=5, channels_last=True)
+    conv = next(m for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    image = decode(jpeg_bytes(photo_like(64, 48, seed=4)))
+    # NHWC sums in another order: a pixel may flip only where two logits tie within rounding.
+    assert (nhwc.infer([image])[0] == pipeline.infer([image])[0]).mean() >= 0.999
