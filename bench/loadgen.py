@@ -152,9 +152,10 @@ async def open_loop(
         (counted if due >= window_start else warmup).append(task)
     await asyncio.gather(*warmup)
     measured = list(await asyncio.gather(*counted))
-    # The window ends when the last counted answer arrived: a server that falls behind the
-    # offered rate shows it as lower throughput and a long latency tail.
-    window_end = max((s.ended for s in measured), default=window_start + duration_s)
+    # The window ends at the first arrival not sent (`due`), or at the last counted answer if
+    # that came later: a server that keeps up shows the offered rate, one that falls behind
+    # shows a lower throughput and a long latency tail.
+    window_end = max([due, *(s.ended for s in measured)])
     result = summarise(measured, max(window_end - window_start, 1e-9), images_per_request)
     return {
         "mode": "open",

@@ -29,6 +29,7 @@ class Recorder:
     most_in_flight: int = 0
     uploads: list[tuple[bytes, str | None, dict[str, str]]] = field(default_factory=list)
     fail_every: int = 0
+    lock: asyncio.Lock | None = None  # set: one request at a time, like a busy single worker
 
 
 def make_app(recorder: Recorder) -> Starlette:
@@ -43,7 +44,11 @@ def make_app(recorder: Recorder) -> Starlette:
             recorder.uploads.append(
                 (await upload.read(), upload.content_type, dict(request.query_params))
             )
-            await asyncio.sleep(SERVICE_S)
+            if recorder.lock is None:
+                await asyncio.sleep(SERVICE_S)
+            else:
+                async with recorder.lock:
+                    await asyncio.sleep(SERVICE_S)
         finally:
             recorder.in_flight -= 1
         if recorder.fail_every and len(recorder.arrivals) % recorder.fail_every == 0:
@@ -145,6 +150,17 @@ async def test_open_loop_sends_at_the_fixed_rate_whatever_the_answers_take(
     assert result["arrivals"] == "fixed"
     assert 25 <= result["requests"] <= 31
     assert result["ok"] == result["requests"]
+    # A server that keeps up delivers the offered rate (the window is the sending window).
+    assert result["throughput_rps"] == pytest.approx(rate, rel=0.2)
+
+
+async def test_open_loop_shows_a_server_falling_behind(
+    client: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    recorder.lock = asyncio.Lock()  # capacity 1 / SERVICE_S = 50/s, offered 200/s
+    result = await open_loop(client, SEND, rate=200.0, duration_s=0.2, poisson=False)
+    assert result["throughput_rps"] <= 1 / SERVICE_S * 1.1
+    assert result["latency_s"]["max"] >= 0.5  # the queue grew: the last waited for ~40 others
 
 
 async def test_open_loop_counts_only_requests_sent_after_warmup(
