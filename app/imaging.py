@@ -4,8 +4,10 @@ Only JPEG, PNG, WebP and BMP are accepted. The allowlist is enforced by passing
 ``formats=ALLOWED_FORMATS`` to Pillow, so no other decoder ever parses request bytes; other
 well-known formats are only *named* (from their magic bytes) in the 415 message. The size
 from the header is checked against :class:`ImageLimits` before any pixel is decoded. Only
-the first frame of an animated image is decoded. EXIF orientation is applied first; EXIF
-that cannot be read is ignored (bad EXIF never fails a request).
+the first frame of an animated image is decoded. PNG metadata (text, ICC profile) that
+decompresses past Pillow's limits is refused as too large (413), like an oversized image.
+EXIF orientation is applied first; EXIF that cannot be read is ignored (bad EXIF never
+fails a request).
 
 Mode conversion to 8-bit RGB:
 
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from app.errors import (
     BadRequest,
@@ -144,6 +146,12 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> npt.NDArra
         # Magic bytes matched but the header did not parse (its message names a BytesIO).
         raise UndecodableImage(f"could not decode the {fmt} image: invalid header") from exc
     except Exception as exc:
+        if _is_metadata_bomb(exc):
+            raise ImageTooLarge(
+                f"the {fmt} image's compressed metadata (text or ICC profile) expands past "
+                f"the safety limit of {PngImagePlugin.MAX_TEXT_CHUNK} bytes a chunk and "
+                f"{PngImagePlugin.MAX_TEXT_MEMORY} in all"
+            ) from exc
         # OSError ("image file is truncated"), SyntaxError, ValueError, struct.error...:
         # whatever Pillow raises on bad data is the client's 422, never our 500.
         raise UndecodableImage(f"could not decode the {fmt} image: {_describe(exc)}") from exc
@@ -291,6 +299,13 @@ def _unsupported_message(data: bytes) -> str:
     if name is not None:
         return f"unsupported image format {name}: the allowed formats are {allowed}"
     return f"the data is not an image in a recognised format: the allowed formats are {allowed}"
+
+
+def _is_metadata_bomb(exc: Exception) -> bool:
+    # Pillow refuses PNG text/ICC chunks that decompress past MAX_TEXT_CHUNK (or all of them
+    # past MAX_TEXT_MEMORY) with a plain ValueError; its message is the only way to tell.
+    text = str(exc)
+    return isinstance(exc, ValueError) and ("MAX_TEXT_CHUNK" in text or "MAX_TEXT_MEMORY" in text)
 
 
 def _bomb_message(exc: Exception, limits: ImageLimits) -> str:

@@ -89,6 +89,19 @@ def png_zero_bomb(width: int, height: int) -> bytes:
     return png_from_rows(width, height, idat)
 
 
+def png_with_chunks(*chunks: bytes) -> bytes:
+    """A small valid PNG with ``chunks`` inserted before IEND."""
+    data = save(pattern(8, 8), "PNG")
+    iend = data.index(b"IEND") - 4
+    return data[:iend] + b"".join(chunks) + data[iend:]
+
+
+def png_metadata_bomb(tag: bytes, header: bytes, size: int, count: int = 1) -> bytes:
+    """``count`` compressed metadata chunks, each expanding to ``size`` bytes."""
+    chunk = png_chunk(tag, header + zlib.compress(b"A" * size, 9))
+    return png_with_chunks(*([chunk] * count))
+
+
 def gif_header_claiming(width: int, height: int) -> bytes:
     # Logical screen and image descriptor both claim the size; one tiny LZW block follows.
     screen = struct.pack("<HHBBB", width, height, 0x80, 0, 0) + b"\x00\x00\x00\xff\xff\xff"
@@ -212,6 +225,27 @@ _CASES: dict[str, tuple[Builder, str, tuple[int, str | None]]] = {
         OK,
     ),
     "png_side_over_cap_12000x8": (lambda: png_zero_bomb(12_000, 8), "image/png", IMAGE_TOO_LARGE),
+    # Metadata bombs: compressed text / ICC chunks past Pillow's limits (1 MB a chunk, 64 MB).
+    "png_ztxt_bomb_50mb": (
+        lambda: png_metadata_bomb(b"zTXt", b"Comment\x00\x00", 50_000_000),
+        "image/png",
+        IMAGE_TOO_LARGE,
+    ),
+    "png_iccp_bomb_50mb": (
+        lambda: png_metadata_bomb(b"iCCP", b"icc\x00\x00", 50_000_000),
+        "image/png",
+        IMAGE_TOO_LARGE,
+    ),
+    "png_ztxt_70_chunks_of_1mb": (
+        lambda: png_metadata_bomb(b"zTXt", b"Comment\x00\x00", 1_000_000, count=70),
+        "image/png",
+        IMAGE_TOO_LARGE,
+    ),
+    "png_ztxt_small_ok": (
+        lambda: png_metadata_bomb(b"zTXt", b"Comment\x00\x00", 10_000),
+        "image/png",
+        OK,
+    ),
     "gif_header_65535x65535": (
         lambda: gif_header_claiming(65_535, 65_535),
         "image/gif",

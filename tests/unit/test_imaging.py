@@ -229,6 +229,17 @@ def test_pillow_bomb_warning_is_too_large_where_warnings_are_errors(
         assert decode_image(data).shape == (10, 12, 3)  # our own limits are what apply
 
 
+@pytest.mark.parametrize(
+    ("tag", "header"), [(b"zTXt", b"Comment\x00\x00"), (b"iCCP", b"icc\x00\x00")]
+)
+def test_png_metadata_that_expands_hugely_is_too_large(tag: bytes, header: bytes) -> None:
+    data = encode(Image.new("RGB", (4, 4)), "PNG")
+    iend = data.index(b"IEND") - 4
+    bomb = png_chunk(tag, header + zlib.compress(b"A" * 20_000_000, 9))  # ~20 KB on the wire
+    with pytest.raises(ImageTooLarge, match="compressed metadata .* expands past"):
+        decode_image(data[:iend] + bomb + data[iend:])
+
+
 # --- EXIF orientation ----------------------------------------------------------------
 
 
