@@ -95,6 +95,7 @@ _FTYP_BRANDS = {
 }
 
 _STRIP_BYTES = 4 * 1024 * 1024  # see _to_array
+MAX_JPEG_SCANS = 100  # see _check_jpeg_scans
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _ORIENTATION_TAG = ExifTags.Base.Orientation
 
@@ -130,6 +131,8 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits()) -> npt.NDArra
             # open() too; its threshold (~89 Mpx warning, ~179 Mpx error) is above our
             # default, so ours is the one that normally applies.
             _check_size(im.size, limits)
+            if fmt == "JPEG":
+                _check_jpeg_scans(data)
             im.load()  # after open() the current frame is the first one of an animation
             oriented = _apply_exif_orientation(im)
             if oriented is not im:
@@ -170,6 +173,60 @@ def _check_size(size: tuple[int, int], limits: ImageLimits) -> None:
             f"image is {width}x{height} = {width * height} pixels, over the limit of "
             f"{limits.max_pixels} pixels"
         )
+
+
+def _check_jpeg_scans(data: bytes) -> None:
+    # A progressive JPEG decodes every block once per scan, and a scan can cover the whole
+    # image in a few bytes (end-of-band runs): thousands of scans make a "progressive bomb"
+    # that is small on the wire but takes minutes of CPU. Encoders write about 10 (libjpeg's
+    # default script) and rarely more than a few dozen.
+    scans = _count_jpeg_scans(data, MAX_JPEG_SCANS)
+    if scans > MAX_JPEG_SCANS:
+        raise ImageTooLarge(
+            f"the JPEG has more than {MAX_JPEG_SCANS} progressive scans, the limit for "
+            "decoding it safely (each scan decodes the whole image again)"
+        )
+
+
+def _count_jpeg_scans(data: bytes, stop_after: int) -> int:
+    """Start-of-scan markers in ``data``'s marker structure, counting up to ``stop_after`` + 1.
+
+    Walks the segments (so SOS bytes inside metadata, e.g. an EXIF thumbnail, do not count)
+    and skips each scan's entropy-coded data to its next marker. Malformed structure just
+    ends the count: the decoder reports it.
+    """
+    pos, end, scans = 2, len(data), 0  # after SOI
+    while pos + 1 < end and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:  # end of image
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker != 0xDA:
+            continue
+        scans += 1
+        if scans > stop_after:
+            break
+        pos = _skip_entropy_coded(data, pos)
+    return scans
+
+
+def _skip_entropy_coded(data: bytes, pos: int) -> int:
+    """The position of the first marker at or after ``pos`` in entropy-coded data."""
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= len(data):
+            return len(data)
+        follower = data[pos + 1]
+        if follower == 0x00 or 0xD0 <= follower <= 0xD7:  # stuffed 0xFF, restart marker
+            pos += 2
+            continue
+        return pos
 
 
 def _apply_exif_orientation(im: Image.Image) -> Image.Image:

@@ -122,6 +122,24 @@ def bmp_claiming(width: int, height: int) -> bytes:
     return b"BM" + struct.pack("<IHHI", 54 + len(pixels), 0, 0, 54) + info + pixels
 
 
+def progressive_jpeg(extra_scans: int = 0) -> bytes:
+    """A progressive JPEG (10 scans), with its smallest scan repeated ``extra_scans`` times.
+
+    libjpeg decodes every scan over the whole image, so repeated scans cost CPU like the
+    end-of-band-run "progressive bombs" do, without hand-made Huffman tables.
+    """
+    data = save(pattern(64, 48), "JPEG", progressive=True)
+    eoi = data.rindex(b"\xff\xd9")
+    starts = [i for i in range(len(data) - 1) if data[i : i + 2] == b"\xff\xda"]
+    scans = [data[a:b] for a, b in zip(starts, [*starts[1:], eoi], strict=True)]
+    return data[:eoi] + min(scans, key=len) * extra_scans + data[eoi:]
+
+
+def jpeg_with_sos_bytes_in_metadata() -> bytes:
+    """A baseline JPEG whose APP1 segment is full of start-of-scan marker bytes."""
+    return jpeg_with_app1(b"\xff\xda" * 2000)
+
+
 def exif_with(orientation: Any) -> Image.Exif:
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -262,6 +280,13 @@ _CASES: dict[str, tuple[Builder, str, tuple[int, str | None]]] = {
     "png_zero_height": (lambda: png_header_claiming(5, 0), "image/png", UNDECODABLE),
     "jpeg_zero_size": (lambda: jpeg_claiming(0, 0), "image/jpeg", UNDECODABLE),
     "bmp_zero_size": (lambda: bmp_claiming(0, 0), "image/bmp", UNDECODABLE),
+    "jpeg_progressive_bomb_5000_scans": (
+        lambda: progressive_jpeg(5000),
+        "image/jpeg",
+        IMAGE_TOO_LARGE,
+    ),
+    "jpeg_progressive_ok": (progressive_jpeg, "image/jpeg", OK),
+    "jpeg_sos_bytes_in_metadata": (jpeg_with_sos_bytes_in_metadata, "image/jpeg", OK),
     # Truncated and corrupt.
     "jpeg_truncated": (lambda: save(pattern(64, 48), "JPEG")[:600], "image/jpeg", UNDECODABLE),
     "png_truncated": (lambda: save(pattern(64, 48), "PNG")[:800], "image/png", UNDECODABLE),

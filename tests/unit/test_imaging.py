@@ -16,6 +16,7 @@ from PIL import Image, ImageFile, ImageOps
 from app import imaging
 from app.errors import BadRequest, ImageTooLarge, UndecodableImage, UnsupportedMediaType
 from app.imaging import ImageLimits, decode_image, sniff_format
+from tests.hostile.corpus import progressive_jpeg
 
 ALLOWED_TEXT = "JPEG, PNG, WEBP, BMP"
 
@@ -238,6 +239,27 @@ def test_png_metadata_that_expands_hugely_is_too_large(tag: bytes, header: bytes
     bomb = png_chunk(tag, header + zlib.compress(b"A" * 20_000_000, 9))  # ~20 KB on the wire
     with pytest.raises(ImageTooLarge, match="compressed metadata .* expands past"):
         decode_image(data[:iend] + bomb + data[iend:])
+
+
+def test_jpeg_scans_are_counted_through_the_marker_structure() -> None:
+    baseline = encode(Image.fromarray(rgb_array(64, 48)), "JPEG")
+    restarts = encode(Image.fromarray(rgb_array(64, 48)), "JPEG", restart_marker_blocks=1)
+    assert b"\xff\xd0" in restarts
+    assert imaging._count_jpeg_scans(baseline, 100) == 1
+    assert imaging._count_jpeg_scans(restarts, 100) == 1
+    assert imaging._count_jpeg_scans(progressive_jpeg(), 100) == 10
+    assert imaging._count_jpeg_scans(progressive_jpeg(50), 100) == 60
+    assert imaging._count_jpeg_scans(progressive_jpeg(500), 100) == 101  # stops early
+    # SOS bytes inside a metadata segment are not scans.
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + 2000) + b"Exif\x00\x00" + b"\xff\xda" * 1000
+    assert imaging._count_jpeg_scans(baseline[:2] + app1 + baseline[2:], 100) == 1
+    assert decode_image(baseline[:2] + app1 + baseline[2:]).shape == (48, 64, 3)
+
+
+def test_a_progressive_jpeg_bomb_is_too_large() -> None:
+    assert decode_image(progressive_jpeg(90)).shape == (48, 64, 3)  # 100 scans: fine
+    with pytest.raises(ImageTooLarge, match="more than 100 progressive scans"):
+        decode_image(progressive_jpeg(91))
 
 
 # --- EXIF orientation ----------------------------------------------------------------
