@@ -195,6 +195,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="torch threads per server (SEGSERVE_TORCH_THREADS); 0: default",
     )
     parser.add_argument(
+        "--litserve-fast-queue",
+        action="store_true",
+        help="LitServe's ZeroMQ queue (its option for >100 requests/s) instead of its default",
+    )
+    parser.add_argument(
         "--raw-channels-last",
         action="store_true",
         help="run raw in NHWC memory format (a stricter ceiling when the service uses it)",
@@ -381,6 +386,7 @@ def server_command(
         str(int(batching.get("max_batch_size", 8))),
         "--batch-timeout",
         str(float(batching.get("max_wait_ms", 5.0)) / 1000),
+        *(["--fast-queue"] if args.litserve_fast_queue else []),
     ]
     return ServerCommand(kind, argv, port, "/health")
 

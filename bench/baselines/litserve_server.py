@@ -73,10 +73,19 @@ def main() -> None:
     add_pipeline_arguments(parser)
     parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--batch-timeout", type=float, default=0.005, help="seconds")
+    parser.add_argument(
+        "--fast-queue", action="store_true", help="LitServe's ZeroMQ queue instead of its default"
+    )
     args = parser.parse_args()
     accelerator = "cuda" if args.device.startswith("cuda") else "cpu"
     # timeout=False: a long queue on a slow CPU must not turn into LitServe's own 504s.
-    server = ls.LitServer(SegmentationAPI(args), accelerator=accelerator, devices=1, timeout=False)
+    server = ls.LitServer(
+        SegmentationAPI(args),
+        accelerator=accelerator,
+        devices=1,
+        timeout=False,
+        fast_queue=args.fast_queue,
+    )
     server.run(host=args.host, port=args.port, log_level="warning", generate_client_file=False)
 
 

@@ -1,9 +1,11 @@
 import asyncio
+from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.run import parse_args, plan_for, point_settings, request_for
+from bench.run import parse_args, plan_for, point_settings, request_for, server_command
+from bench.servers import write_model_toml
 
 
 def test_standard_plans_compare_bf16_for_resnet50_only() -> None:
@@ -93,3 +95,38 @@ def test_instance_requests_ask_for_rle_at_the_threshold() -> None:
     assert seen[1].url.path == "/segment"
     assert dict(seen[1].url.params) == {"format": "png"}
     assert b'name="image"' in seen[0].content
+
+
+def test_server_commands_carry_the_runs_settings(tmp_path: Path) -> None:
+    toml = write_model_toml(tmp_path, "maskrcnn_resnet50_fpn_v2")
+    args = parse_args(
+        [
+            *("--torch-threads", "2", "--seed", "7", "--score-threshold", "0.3"),
+            *("--env", "SEGSERVE_BATCH_AUTOTUNE=false", "--litserve-fast-queue"),
+        ]
+    )
+    service = server_command("service", toml, "bf16", args, max_concurrency=40)
+    assert service.health_path == "/readyz"
+    assert service.env["SEGSERVE_PRECISION"] == "bf16"
+    assert service.env["SEGSERVE_SEED"] == "7"
+    assert service.env["SEGSERVE_TORCH_THREADS"] == "2"
+    assert service.env["SEGSERVE_MODELS_DIR"] == str(tmp_path)
+    assert int(service.env["SEGSERVE_MAX_QUEUE_SIZE"]) >= 80  # never sheds the sweep's load
+    assert service.env["SEGSERVE_BATCH_AUTOTUNE"] == "false"
+    assert service.argv[-1] == "serve"
+
+    naive = server_command("naive", toml, "fp32", args, max_concurrency=8)
+    assert naive.argv[1:3] == ["-m", "bench.baselines.naive_server"]
+    flags = dict(zip(naive.argv[3::2], naive.argv[4::2], strict=False))
+    assert flags["--model-toml"] == str(toml)
+    assert flags["--seed"] == "7"
+    assert flags["--score-threshold"] == "0.3"
+    assert flags["--port"] == str(naive.port)
+
+    litserve = server_command("litserve", toml, "fp32", args, max_concurrency=8)
+    # The shipped Mask R-CNN batching: at most 4 images, 5 ms wait.
+    joined = " ".join(litserve.argv)
+    assert "--max-batch-size 4 --batch-timeout 0.005" in joined
+    assert litserve.argv[-1] == "--fast-queue"
+    assert litserve.health_path == "/health"
+    assert len({service.port, naive.port, litserve.port}) == 3
