@@ -77,6 +77,7 @@ class Batcher(Generic[ItemT, ResultT]):
         self._stopping = False
         # Told the size of every batch sent to the model (metrics); runs on the loop.
         self.on_batch: Callable[[int], None] | None = None
+        self.longest_batch_s = 0.0  # how long a batch may take: shutdown plans with it
 
     @property
     def queue_depth(self) -> int:
@@ -107,28 +108,58 @@ class Batcher(Generic[ItemT, ResultT]):
         # not, so wait for it off the event loop.
         await asyncio.to_thread(self._executor.shutdown, wait=True)
 
+    def shed(self) -> None:
+        """Refuse new work and answer every queued item 503 now (the running batch finishes).
+
+        For the end of a shutdown's grace period: a clean "retry elsewhere" beats being cut
+        off mid-request when the server gives up waiting.
+        """
+        self._accepting = False
+        for entry in self._pending:
+            if not entry.future.done():
+                entry.future.set_exception(
+                    NotReady(
+                        f"model {self.name!r} is shutting down and this request did not reach "
+                        "it within the shutdown grace period (SEGSERVE_SHUTDOWN_GRACE_S)",
+                        headers={"Retry-After": str(self.retry_after_s)},
+                    )
+                )
+        self._pending.clear()
+
     async def run_in_worker(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the inference thread (warm-up: per-thread device state gets built)."""
         await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    async def submit(self, item: ItemT, *, key: Hashable, timeout_s: float) -> Completed[ResultT]:
-        """Queue ``item`` and wait for its result; 503 when full, 504 past the timeout."""
+    def admit(self) -> None:
+        """Raise 503 (NotReady or QueueFull, with Retry-After) unless a new item would fit.
+
+        Request handlers call it before reading and decoding a body, so that an overloaded
+        service refuses at once and spends nothing on work it cannot take; ``submit`` checks
+        again, since the queue may fill meanwhile.
+        """
         if not self._accepting:
             raise NotReady(
                 f"model {self.name!r} is not accepting requests (starting or shutting down)",
                 headers={"Retry-After": str(self.retry_after_s)},
             )
-        loop = asyncio.get_running_loop()
         if len(self._pending) >= self.max_queue_size:
             # Callers that timed out or went away keep their slot until the consumer next
             # looks, which may be a whole batch away: free those before refusing anyone.
-            self._drop_dead(loop.time())
+            self._drop_dead(asyncio.get_running_loop().time())
         if len(self._pending) >= self.max_queue_size:
             raise QueueFull(
                 f"model {self.name!r} has {len(self._pending)} requests queued, the limit is "
                 f"{self.max_queue_size}; retry later",
                 headers={"Retry-After": str(self.retry_after_s)},
             )
+
+    async def submit(self, item: ItemT, *, key: Hashable, timeout_s: float) -> Completed[ResultT]:
+        """Queue ``item`` and wait for its result; 503 when full, 504 past the timeout."""
+        self.admit()
+        if timeout_s <= 0:
+            # Spent before queueing (a slow upload or decode): it must not take a slot.
+            raise DeadlineExceeded("the deadline passed before the request was queued")
+        loop = asyncio.get_running_loop()
         entry = _Entry(item, key, loop.time() + timeout_s, loop.create_future())
         self._pending.append(entry)
         self._arrived.set()
@@ -249,6 +280,7 @@ class Batcher(Generic[ItemT, ResultT]):
             self._fail(batch[0], exc)
             return
         infer_s = time.perf_counter() - started
+        self.longest_batch_s = max(self.longest_batch_s, infer_s)
         for entry, result in zip(batch, results, strict=True):
             if not entry.future.done():
                 entry.future.set_result(

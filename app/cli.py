@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import gc
 import logging
-import math
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from app.batching import Batcher
 from app.config import Settings
 from app.errors import ConfigError
 from app.predictors.base import check_options, resolve_device
@@ -23,6 +26,7 @@ from app.predictors.repository import ModelSpec, load_repository
 from app.predictors.weights import (
     fetch_torchvision_weights,
     locate_torchvision_weights,
+    model_file,
     spec_weights,
     weights_file_name,
 )
@@ -67,17 +71,29 @@ def preflight(settings: Settings) -> None:
     for spec in load_repository(settings.models_dir):
         try:
             check_options(spec)
-            if _needs_torchvision_file(spec):
-                locate_torchvision_weights(
-                    spec_weights(spec),
-                    settings.weights_dir,
-                    allow_download=settings.allow_download,
-                    name=spec.name,
-                )
+            # Present and matching its hashes: a bad file stops startup before the port opens.
+            model_file(spec, settings.weights_dir, allow_download=settings.allow_download)
         except ConfigError as exc:
             problems.append(str(exc))
     if problems:
         raise ConfigError("\n".join(problems))
+
+
+_SHED_MARGIN_S = 0.5  # slack for answering and closing connections before the grace ends
+
+
+def _batchers(app: FastAPI) -> list[Batcher[Any, Any]]:
+    registry = getattr(app.state, "registry", None)
+    return [] if registry is None else [m.batcher for m in registry.models.values()]
+
+
+def _longest_batch_s(app: FastAPI) -> float:
+    return max((b.longest_batch_s for b in _batchers(app)), default=0.0)
+
+
+def _shed_queues(app: FastAPI) -> None:
+    for batcher in _batchers(app):
+        batcher.shed()
 
 
 class _Server(uvicorn.Server):
@@ -87,11 +103,22 @@ class _Server(uvicorn.Server):
     status 143; for process managers (Kubernetes, compose) a clean, drained stop is exit 0.
     """
 
+    def __init__(self, config: uvicorn.Config, grace_s: float) -> None:
+        super().__init__(config)
+        self.grace_s = grace_s
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Readiness turns 503 at the signal, not only once connections have drained.
         app = self.config.app
-        if isinstance(app, FastAPI):
+        if isinstance(app, FastAPI) and not self.should_exit:
             app.state.draining = True
+            # uvicorn cancels whatever still runs when the grace runs out, which a client
+            # sees as a 500. So, early enough that the batches then running can finish,
+            # answer what is still queued with 503 + Retry-After instead.
+            shed_at = self.grace_s - _SHED_MARGIN_S - _longest_batch_s(app)
+            loop = asyncio.get_running_loop()
+            # A signal handler: schedule on the loop, do not touch its state from here.
+            loop.call_soon_threadsafe(loop.call_later, max(0.0, shed_at), _shed_queues, app)
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
@@ -126,10 +153,16 @@ def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
         log_level=settings.log_level,
         # One process: a GPU model must not be copied into N workers that split its batches.
         workers=1,
-        timeout_graceful_shutdown=math.ceil(settings.request_timeout_s),
+        # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for this long,
+        # then cancels what is left (their queued entries are skipped, never run).
+        timeout_graceful_shutdown=settings.shutdown_grace_s,  # type: ignore[arg-type]
     )
-    server = _Server(config)
+    server = _Server(config, settings.shutdown_grace_s)
     server.run()
+    # The process ends next. Python's final garbage collection walks every object torch
+    # and friends created, which takes seconds on a busy CPU and would eat into the
+    # orchestrator's grace period: freeze them so it skips them (measured: 4.6 s -> 0.4 s).
+    gc.freeze()
     if app.state.startup_error is not None:
         print(f"segserve: error: startup failed: {app.state.startup_error}", file=sys.stderr)
         return 3

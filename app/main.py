@@ -8,10 +8,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from app import faults
 from app.api import handlers, health, instances, models, segment
 from app.api import metrics as metrics_route
 from app.api.auth import require_api_key
+from app.api.common import REQUEST_TIMEOUT_HEADER
 from app.config import Settings, get_settings
 from app.errors import ConfigError
 from app.metrics import ServiceMetrics
@@ -103,7 +106,18 @@ def create_app(
     app.state.metrics = ServiceMetrics(lambda: app.state.registry)
     configure_access_log(settings.log_format)
     handlers.register(app)
-    # Outermost of the app's middleware: it times, ids and logs every answer.
+    if armed := faults.arm_from_setting(settings.debug_faults):
+        log.warning("SEGSERVE_DEBUG_FAULTS armed fault points %s: not for production", armed)
+    if settings.cors_origins:
+        # Off unless configured: browsers then may call the API from these origins only.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", REQUEST_TIMEOUT_HEADER],
+            expose_headers=["Server-Timing", "Retry-After"],
+        )
+    # Added last, so outermost: it times, ids and logs every answer (CORS's too).
     app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)  # open: probes carry no keys
     app.include_router(metrics_route.router)  # open too: scrapers carry no keys

@@ -1,4 +1,8 @@
-"""Dependencies as ``Annotated`` aliases, so handlers read like prose."""
+"""Dependencies as ``Annotated`` aliases, so handlers read like prose.
+
+The cheap ones are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool,
+a hop that costs more than the work and that every request (503s included) would pay.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
+from app import faults
 from app.config import Settings
 from app.errors import BadRequest, NotReady, PayloadTooLarge, UnsupportedMediaType
 from app.imaging import ImageLimits, decode_image
@@ -32,12 +37,12 @@ _OTHER_ACCEPTED_TYPES = frozenset(
 )
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_registry(request: Request) -> ModelRegistry:
+async def get_registry(request: Request) -> ModelRegistry:
     if not is_ready(request.app):
         raise NotReady(
             "the service is not ready (models loading, or shutting down)",
@@ -47,7 +52,7 @@ def get_registry(request: Request) -> ModelRegistry:
     return registry
 
 
-def get_timer(request: Request) -> StageTimer:
+async def get_timer(request: Request) -> StageTimer:
     timer = StageTimer()
     note_timer(request, timer)  # the request's log line and metrics read its stages
     return timer
@@ -64,19 +69,21 @@ ModelName = Annotated[
 ]
 
 
-def semantic_model(
+async def semantic_model(  # on the loop, where the batcher's queue lives
     request: Request, registry: RegistryDep, model: ModelName = None
 ) -> ServedModel[Any]:
     served = registry.get("semantic", model)
     note_model(request, served.spec.name)
+    served.batcher.admit()  # a full queue refuses before the body is read or decoded
     return served
 
 
-def instance_model(
+async def instance_model(  # on the loop, where the batcher's queue lives
     request: Request, registry: RegistryDep, model: ModelName = None
 ) -> ServedModel[Any]:
     served = registry.get("instance", model)
     note_model(request, served.spec.name)
+    served.batcher.admit()  # a full queue refuses before the body is read or decoded
     return served
 
 
@@ -216,6 +223,7 @@ async def decoded_image(
 ) -> np.ndarray:
     limits = ImageLimits(max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
     with timer.stage("decode"):
+        faults.point("decode", data)
         # Decoding is CPU-bound and a large image briefly takes hundreds of MB: more decodes
         # at once than CPUs gain nothing and could exhaust memory (the thread pool has 40).
         async with _decode_slots(request, settings):

@@ -5,9 +5,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from app.api.common import OutputQueryDep, choose_format, infer_and_render
+from app.api.common import DeadlineDep, OutputQueryDep, choose_format, infer_and_render
 from app.api.deps import ImageDep, InstanceModelDep, SettingsDep, TimerDep
 from app.api.openapi import IMAGE_REQUEST_BODY, image_responses
 from app.predictors import MAX_INSTANCES, InstanceParams
@@ -30,7 +30,9 @@ Probability = Annotated[float, Query(ge=0, le=1, allow_inf_nan=False)]
 )
 async def instances(
     model: InstanceModelDep,
+    request: Request,
     output: OutputQueryDep,
+    deadline: DeadlineDep,  # before the image: a bad header is refused before decoding
     image: ImageDep,
     settings: SettingsDep,
     timer: TimerDep,
@@ -51,4 +53,4 @@ async def instances(
     render = partial(render_instances, image=image, fmt=fmt, opts=opts, mask_encoding=mask_encoding)
     keep = None if opts.keep is None else frozenset(opts.keep)
     params = InstanceParams(score_threshold, mask_threshold, max_instances, keep)
-    return await infer_and_render(model, image, params, settings, timer, render)
+    return await infer_and_render(request, model, image, params, deadline, timer, render)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from app.api.common import OutputQueryDep, choose_format, infer_and_render
+from app.api.common import DeadlineDep, OutputQueryDep, choose_format, infer_and_render
 from app.api.deps import ImageDep, SemanticModelDep, SettingsDep, TimerDep
 from app.api.openapi import IMAGE_REQUEST_BODY, image_responses
 from app.rendering import render_semantic
@@ -26,11 +26,13 @@ router = APIRouter(tags=["inference"])
 )
 async def segment(
     model: SemanticModelDep,
+    request: Request,
     output: OutputQueryDep,
+    deadline: DeadlineDep,  # before the image: a bad header is refused before decoding
     image: ImageDep,
     settings: SettingsDep,
     timer: TimerDep,
 ) -> Response:
     fmt = choose_format(output.format, output.accept, default="png")
     render = partial(render_semantic, image=image, fmt=fmt, opts=output.options(model, settings))
-    return await infer_and_render(model, image, None, settings, timer, render)
+    return await infer_and_render(request, model, image, None, deadline, timer, render)

@@ -90,7 +90,10 @@ def verify_file(path: Path, *, hash_prefix: str | None, sha256: str | None) -> N
             "fetch it again"
         )
     if sha256 is not None and actual != sha256.lower():
-        raise ConfigError(f"{path}: SHA-256 is {actual}, the model repository expects {sha256}")
+        raise ConfigError(
+            f"{path}: SHA-256 is {actual}, but the model file's `sha256` is {sha256.lower()}: "
+            "the file was changed or replaced; restore the file the digest was taken from"
+        )
 
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
@@ -148,8 +151,14 @@ def locate_torchvision_weights(
         ) from None
 
 
-def resolve_weights(spec: ModelSpec, weights_dir: Path, *, allow_download: bool) -> ResolvedWeights:
-    """Where ``spec``'s parameters come from, loaded as a CPU state_dict."""
+def model_file(spec: ModelSpec, weights_dir: Path, *, allow_download: bool) -> Path | None:
+    """The verified file ``spec`` loads (None for an untrained model); ConfigError names it.
+
+    Checked: torchvision's hash prefix in the file name, and the full ``sha256`` of the model
+    file when it gives one, so a tampered file stops startup before anything is unpickled.
+    """
+    if spec.untrained:
+        return None
     if spec.checkpoint is not None:
         path = weights_dir / spec.checkpoint
         if not path.is_file():
@@ -157,21 +166,30 @@ def resolve_weights(spec: ModelSpec, weights_dir: Path, *, allow_download: bool)
                 f"model {spec.name!r}: checkpoint {path} not found (checkpoint = "
                 f"{spec.checkpoint!r} is relative to the weights directory {weights_dir})"
             )
+    else:
+        path = locate_torchvision_weights(
+            spec_weights(spec), weights_dir, allow_download=allow_download, name=spec.name
+        )
+    try:
         verify_file(path, hash_prefix=None, sha256=spec.sha256)
+    except ConfigError as exc:
+        raise ConfigError(f"model {spec.name!r}: {exc}") from None
+    return path
+
+
+def resolve_weights(spec: ModelSpec, weights_dir: Path, *, allow_download: bool) -> ResolvedWeights:
+    """Where ``spec``'s parameters come from, loaded as a CPU state_dict."""
+    path = model_file(spec, weights_dir, allow_download=allow_download)
+    if path is None:
+        default = weights_member(spec.architecture)
+        return ResolvedWeights(
+            None, spec.categories or list(default.meta["categories"]), "untrained"
+        )
+    if spec.checkpoint is not None:
         assert spec.categories is not None  # the spec's validator requires them
         return ResolvedWeights(
             load_state_dict_file(path), spec.categories, f"checkpoint:{path.name}"
         )
-    default = weights_member(spec.architecture)
-    if spec.untrained:
-        return ResolvedWeights(
-            None, spec.categories or list(default.meta["categories"]), "untrained"
-        )
     member = spec_weights(spec)
-    path = locate_torchvision_weights(
-        member, weights_dir, allow_download=allow_download, name=spec.name
-    )
-    if spec.sha256 is not None:
-        verify_file(path, hash_prefix=None, sha256=spec.sha256)
     categories = spec.categories or list(member.meta["categories"])
     return ResolvedWeights(load_state_dict_file(path), categories, weights_source(member))

@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import io
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from PIL import Image
 
+from tests.e2e.process import SEMANTIC, free_port, png, segserve, serve_until_ready
+
 pytestmark = pytest.mark.e2e
 
-SEMANTIC = """task = "semantic"
-architecture = "lraspp_mobilenet_v3_large"
-weights = "none"
-[batching]
-max_batch_size = 4
-max_wait_ms = 20
-"""
 INSTANCE = """task = "instance"
 architecture = "maskrcnn_resnet50_fpn_v2"
 weights = "none"
@@ -35,59 +25,14 @@ max_size = 128
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def segserve(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "app", *args],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    models = tmp_path_factory.mktemp("models")
-    (models / "seg.toml").write_text(SEMANTIC)
-    (models / "inst.toml").write_text(INSTANCE)
-    port = free_port()
-    env = {
-        "SEGSERVE_MODELS_DIR": str(models),
-        "SEGSERVE_WEIGHTS_DIR": str(tmp_path_factory.mktemp("weights")),
-        "SEGSERVE_DEVICE": "cpu",
-    }
-    proc = segserve("serve", "--port", str(port), env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"segserve exited early:\n{proc.stdout.read() if proc.stdout else ''}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("segserve did not become ready in 180 s")
+    tmp = tmp_path_factory.mktemp("serve")
+    base, proc = serve_until_ready({"seg": SEMANTIC, "inst": INSTANCE}, tmp)
     yield base, proc
     if proc.poll() is None:
         proc.kill()
         proc.wait()
-
-
-def png(width: int, height: int, seed: int = 0) -> bytes:
-    rng = np.random.default_rng(seed)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def test_segment_and_instances_over_http(server: tuple[str, subprocess.Popen[str]]) -> None:

@@ -331,6 +331,28 @@ async def test_a_full_queue_refuses_at_once_with_retry_after(make_batcher: MakeB
     assert (await guard(batcher.submit(5, key="k", timeout_s=GUARD_S))).result == 50
 
 
+async def test_admit_refuses_exactly_when_submit_would(make_batcher: MakeBatcher) -> None:
+    model = FakeModel()
+    batcher = make_batcher(model, max_queue_size=2, retry_after_s=4)
+    blocker = await start_blocker(batcher, model)
+    batcher.admit()  # room: no error
+    queued = [spawn(batcher, i) for i in (1, 2)]
+    await until(lambda: batcher.queue_depth == 2, "two queued items")
+    with pytest.raises(QueueFull) as refused:
+        batcher.admit()
+    assert refused.value.headers == {"Retry-After": "4"}
+    queued[0].cancel()  # a caller that went away frees its slot for admission too
+    with pytest.raises(asyncio.CancelledError):
+        await queued[0]
+    batcher.admit()
+    model.release()
+    assert (await guard(queued[1])).result == 20
+    await guard(blocker)
+    await batcher.stop()
+    with pytest.raises(NotReady):
+        batcher.admit()
+
+
 async def test_callers_that_went_away_do_not_hold_queue_slots(make_batcher: MakeBatcher) -> None:
     model = FakeModel()
     batcher = make_batcher(model, max_queue_size=2)
@@ -372,6 +394,21 @@ async def test_an_item_expiring_in_the_queue_raises_and_is_never_run(
     assert (await guard(batcher.submit(3, key="k", timeout_s=GUARD_S))).result == 30
     assert 1 not in model.seen
     assert model.batches == [[0], [2], [3]]
+
+
+async def test_an_item_with_no_time_left_is_refused_without_taking_a_slot(
+    make_batcher: MakeBatcher,
+) -> None:
+    model = FakeModel()
+    batcher = make_batcher(model, max_queue_size=1)
+    blocker = await start_blocker(batcher, model)
+    for spent in (0.0, -0.5):
+        with pytest.raises(DeadlineExceeded, match="before the request was queued"):
+            await guard(batcher.submit(1, key="k", timeout_s=spent))
+    assert batcher.queue_depth == 0
+    model.release()
+    await guard(blocker)
+    assert model.seen == [0]
 
 
 async def test_the_consumer_drops_items_already_past_their_deadline(
@@ -742,6 +779,22 @@ async def test_stop_of_a_never_started_batcher_returns(make_batcher: MakeBatcher
 
 
 # 10. Completed -----------------------------------------------------------------------------
+
+
+async def test_on_batch_hears_the_size_of_every_batch_sent_to_the_model(
+    make_batcher: MakeBatcher,
+) -> None:
+    model = FakeModel(lambda items: [1 // (item - 3) for item in items])  # item 3 fails
+    batcher = make_batcher(model)
+    sizes: list[int] = []
+    batcher.on_batch = sizes.append
+    blocker = await start_blocker(batcher, model)
+    calls = [spawn(batcher, i) for i in (1, 2, 3)]
+    await until(lambda: batcher.queue_depth == 3, "three queued items")
+    model.release()
+    await guard(blocker)
+    await guard(asyncio.gather(*calls, return_exceptions=True))
+    assert sizes == [len(b) for b in model.batches] == [1, 3, 1, 1, 1]  # the retry counts
 
 
 async def test_completed_reports_batch_size_and_times(make_batcher: MakeBatcher) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from torchvision.models import get_model
 from torchvision.models._api import Weights, WeightsEnum
 from torchvision.transforms._presets import SemanticSegmentation
 
+from app.cli import preflight
 from app.config import Settings
 from app.errors import ConfigError
 from app.predictors import load_predictor
@@ -203,3 +205,80 @@ def test_a_v1_mask_rcnn_checkpoint_keeps_its_batch_norm_kind(tmp_path: Path, fro
     )
     model = build_model(spec, resolve_weights(spec, tmp_path, allow_download=False), seed=0)
     assert isinstance(model.backbone.body.bn1, norm)
+
+
+class _Payload:
+    """Unpickling this would run code: it creates the file ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (Path.touch, (str(self.marker),))  # type: ignore[return-value]
+
+
+def small_checkpoint(path: Path, seed: int = 0) -> str:
+    """A real lraspp state_dict at ``path``; returns its SHA-256."""
+    torch.manual_seed(seed)
+    model = get_model(
+        "lraspp_mobilenet_v3_large", weights=None, weights_backbone=None, num_classes=3
+    )
+    torch.save(model.state_dict(), path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_pinned_checkpoint_loads_only_with_its_exact_digest(tmp_path: Path) -> None:
+    digest = small_checkpoint(tmp_path / "mine.pth")
+    spec = lraspp_spec(checkpoint="mine.pth", categories=["bg", "a", "b"], sha256=digest.upper())
+    assert resolve_weights(spec, tmp_path, allow_download=False).state_dict
+    small_checkpoint(tmp_path / "mine.pth", seed=1)  # replaced by other, valid weights
+    with pytest.raises(ConfigError) as caught:
+        resolve_weights(spec, tmp_path, allow_download=False)
+    message = str(caught.value)
+    assert "model 'seg'" in message and str(tmp_path / "mine.pth") in message
+    assert digest in message and "was changed or replaced" in message
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle"])
+def test_a_file_holding_code_is_refused_without_running_it(tmp_path: Path, how: str) -> None:
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "evil.pth"
+    if how == "torch.save":
+        torch.save({"w": torch.ones(1), "x": _Payload(marker)}, path)
+    else:
+        path.write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    spec = lraspp_spec(checkpoint="evil.pth", categories=["bg", "a", "b"])
+    with pytest.raises(ConfigError) as caught:
+        resolve_weights(spec, tmp_path, allow_download=False)
+    assert str(path) in str(caught.value) and "not a loadable state_dict" in str(caught.value)
+    assert not marker.exists()
+
+
+def test_preflight_stops_on_a_tampered_pinned_file_naming_it(tmp_path: Path) -> None:
+    models, weights = tmp_path / "models", tmp_path / "weights"
+    models.mkdir()
+    weights.mkdir()
+    digest = small_checkpoint(weights / "mine.pth")
+    (models / "seg.toml").write_text(
+        'task = "semantic"\narchitecture = "lraspp_mobilenet_v3_large"\n'
+        f'checkpoint = "mine.pth"\nsha256 = "{digest}"\ncategories = ["bg", "a", "b"]\n'
+    )
+    settings = Settings(_env_file=None, models_dir=models, weights_dir=weights, device="cpu")  # type: ignore[call-arg]
+    preflight(settings)  # intact: passes
+    with (weights / "mine.pth").open("ab") as f:
+        f.write(b"\0")  # one byte appended
+    with pytest.raises(ConfigError, match=f"model 'seg': {weights / 'mine.pth'}: SHA-256"):
+        preflight(settings)
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"sha256": "abc123"}, "String should match pattern"),
+        ({"sha256": "g" * 64}, "String should match pattern"),
+        ({"weights": "none", "sha256": "a" * 64}, "loads no file"),
+    ],
+)
+def test_a_bad_sha256_in_the_model_file_is_refused(fields: dict[str, str], error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        lraspp_spec(**fields)

@@ -1,0 +1,112 @@
+"""Start a real `segserve` process on a free port and wait for it, for the e2e tests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+# A small untrained semantic model: starts in seconds on a CPU.
+SEMANTIC = """task = "semantic"
+architecture = "lraspp_mobilenet_v3_large"
+weights = "none"
+[batching]
+max_batch_size = 4
+max_wait_ms = 20
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def segserve(*args: str, env: dict[str, str], log: IO[str] | None = None) -> subprocess.Popen[str]:
+    """Run `segserve ARGS`; its output goes to ``log``, else to a pipe to read at its end.
+
+    A long-running server needs ``log``: nobody drains the pipe, and a full one blocks it.
+    """
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", *args],
+        env={**os.environ, **env},
+        stdout=log or subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def serve_until_ready(
+    models: dict[str, str], tmp: Path, **settings: str
+) -> tuple[str, subprocess.Popen[str]]:
+    """`segserve serve` over ``models`` (name -> TOML) with SEGSERVE_* ``settings``."""
+    models_dir = tmp / "models"
+    models_dir.mkdir()
+    for name, toml in models.items():
+        (models_dir / f"{name}.toml").write_text(toml)
+    port = free_port()
+    env = {
+        "SEGSERVE_MODELS_DIR": str(models_dir),
+        "SEGSERVE_WEIGHTS_DIR": str(tmp / "weights"),
+        "SEGSERVE_DEVICE": "cpu",
+        **{f"SEGSERVE_{key.upper()}": value for key, value in settings.items()},
+    }
+    log_path = tmp / "segserve.log"
+    with log_path.open("w") as log:  # the child keeps its own copy of the handle
+        proc = segserve("serve", "--port", str(port), env=env, log=log)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"segserve exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return base, proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail("segserve did not become ready in 180 s")
+
+
+def png(width: int, height: int, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def raw_post(
+    base: str, path: str, body: bytes, content_type: str
+) -> tuple[int, dict[str, str], float]:
+    """POST over a fresh connection with a bare HTTP/1.1 client: (status, headers, seconds).
+
+    For latency figures: a full client library costs milliseconds of CPU per request, which
+    under dozens of concurrent requests would be measured instead of the server.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    writer.write(head.encode() + body)
+    await writer.drain()
+    response = await reader.read()  # the server closes after the response
+    seconds = time.perf_counter() - started
+    writer.close()
+    status_line, *lines = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
+    return int(status_line.split()[1]), headers, seconds
