@@ -19,8 +19,9 @@ from app.config import Settings, get_settings
 from app.errors import ConfigError
 from app.metrics import ServiceMetrics
 from app.predictors import load_repository
-from app.request_log import RequestLogMiddleware, configure_access_log
+from app.request_log import REQUEST_ID_HEADER, RequestLogMiddleware, configure_access_log
 from app.serving import ModelRegistry
+from app.threads import configure_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ RegistryLoader = Callable[[Settings], ModelRegistry]
 
 def load_registry(settings: Settings) -> ModelRegistry:
     """Read the model repository and load every model onto the device."""
+    configure_torch_threads(settings.torch_threads)
     return ModelRegistry.load(load_repository(settings.models_dir), settings)
 
 
@@ -114,10 +116,16 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", REQUEST_TIMEOUT_HEADER],
-            expose_headers=["Server-Timing", "Retry-After"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                REQUEST_TIMEOUT_HEADER,
+                REQUEST_ID_HEADER,
+            ],
+            expose_headers=["Server-Timing", "Retry-After", REQUEST_ID_HEADER],
         )
-    # Added last, so outermost: it times, ids and logs every answer (CORS's too).
+    # Added last, so outermost: it times, ids and logs what CORS answers too.
     app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)  # open: probes carry no keys
     app.include_router(metrics_route.router)  # open too: scrapers carry no keys
