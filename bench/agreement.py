@@ -26,7 +26,12 @@ def class_map_agreement(body: bytes, reference: np.ndarray) -> dict[str, Any]:
             "summary": f"class map shape {got.shape}, the reference's {reference.shape}",
         }
     equal = float((got == reference).mean())
-    return {"pixels_equal": equal, "summary": f"class map: {100 * equal:.3f}% of pixels equal"}
+    classes = len(np.unique(reference))
+    summary = f"class map: {100 * equal:.3f}% of pixels equal ({classes} classes in the reference)"
+    if classes == 1:
+        # Untrained weights can predict one class everywhere: then agreement says little.
+        summary += "; a one-class reference says little"
+    return {"pixels_equal": equal, "reference_classes": classes, "summary": summary}
 
 
 def _mask(rle: dict[str, Any]) -> np.ndarray:

@@ -25,7 +25,16 @@ def test_class_map_agreement_reads_palette_and_grey_pngs() -> None:
     for palette in (False, True):
         result = class_map_agreement(png(got, palette), reference)
         assert result["pixels_equal"] == 0.95
+        assert result["reference_classes"] == 2
         assert "95.000%" in result["summary"]
+        assert "says little" not in result["summary"]
+
+
+def test_a_one_class_reference_is_flagged() -> None:
+    reference = np.full((3, 3), 18, dtype=np.uint8)
+    result = class_map_agreement(png(reference, False), reference)
+    assert result["pixels_equal"] == 1.0
+    assert "one-class reference says little" in result["summary"]
 
 
 def test_class_map_of_another_shape_agrees_nowhere() -> None:
