@@ -223,11 +223,16 @@ async def decoded_image(
 ) -> np.ndarray:
     limits = ImageLimits(max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
     with timer.stage("decode"):
-        faults.point("decode", data)
         # Decoding is CPU-bound and a large image briefly takes hundreds of MB: more decodes
         # at once than CPUs gain nothing and could exhaust memory (the thread pool has 40).
         async with _decode_slots(request, settings):
-            return await run_in_threadpool(decode_image, data, limits)
+            return await run_in_threadpool(_decode, data, limits)
+
+
+def _decode(data: bytes, limits: ImageLimits) -> np.ndarray:
+    # In the worker thread, so that an injected delay does not stall the event loop.
+    faults.point("decode", data)
+    return decode_image(data, limits)
 
 
 ImageDep = Annotated[np.ndarray, Depends(decoded_image)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import pickle
+import re
 import signal
 import time
 from pathlib import Path
@@ -177,3 +178,48 @@ def test_a_bad_model_file_stops_startup_naming_it(
     assert proc.returncode == status, out
     assert str(weights / "mine.pth") in out and says in out
     assert "unpickled code ran" not in out
+
+
+def batches_run(base: str) -> float:
+    """How many batches the model has been sent, from the service's /metrics."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    match = re.search(r'^segserve_batch_size_count\{model="seg"\} (\S+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_a_client_gone_while_queued_costs_a_real_server_no_model_time(tmp_path: Path) -> None:
+    base, proc = serve_until_ready(
+        {"seg": SEMANTIC}, tmp_path, debug_faults="infer_batch:delay=1.5"
+    )
+    try:
+
+        async def scenario() -> None:
+            before = batches_run(base)
+            body = png(64, 48)
+            blocker = asyncio.create_task(raw_post(base, "/segment", body, "image/png"))
+            await asyncio.sleep(0.5)  # the blocker is in the model
+            # A second request, queued behind it; its client hangs up.
+            host, port = base.removeprefix("http://").split(":")
+            _, writer = await asyncio.open_connection(host, int(port))
+            writer.write(
+                b"POST /segment HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.close()
+            status, _, _ = await blocker
+            assert status == 200
+            # Then one more, late enough that the abandoned one, had it stayed queued, would
+            # have run in a batch of its own: this one runs alone, the abandoned one never.
+            await asyncio.sleep(0.5)
+            status, _, _ = await raw_post(base, "/segment", body, "image/png")
+            assert status == 200
+            assert batches_run(base) - before == 2
+
+        asyncio.run(scenario())
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "status=499" in (tmp_path / "segserve.log").read_text()
