@@ -78,6 +78,7 @@ class Batcher(Generic[ItemT, ResultT]):
         # Told the size of every batch sent to the model (metrics); runs on the loop.
         self.on_batch: Callable[[int], None] | None = None
         self.longest_batch_s = 0.0  # how long a batch may take: shutdown plans with it
+        self._finish_by: float | None = None  # loop time; set by drain_by at shutdown
 
     @property
     def queue_depth(self) -> int:
@@ -107,6 +108,18 @@ class Batcher(Generic[ItemT, ResultT]):
         # Normally the thread is idle by now; if the consumer was cancelled mid-batch it is
         # not, so wait for it off the event loop.
         await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    def drain_by(self, deadline: float) -> None:
+        """Shutdown: refuse new work, and run queued work only while it can finish in time.
+
+        A batch starts only if it can end by ``deadline`` (loop time), judging by the
+        longest batch seen; at ``deadline`` whatever is still queued is shed (503). So what
+        the server's grace period cuts off at its end is at most a batch that overran.
+        """
+        self._accepting = False
+        self._finish_by = deadline
+        self._arrived.set()  # a consumer waiting for company stops waiting
+        asyncio.get_running_loop().call_at(deadline, self.shed)
 
     def shed(self) -> None:
         """Refuse new work and answer every queued item 503 now (the running batch finishes).
@@ -202,6 +215,9 @@ class Batcher(Generic[ItemT, ResultT]):
             live.append(entry)
         self._pending = live
 
+    def _draining(self) -> bool:
+        return self._stopping or self._finish_by is not None
+
     def _ready_count(self, key: Hashable) -> int:
         return sum(1 for e in self._pending if e.key == key and not e.future.done())
 
@@ -239,11 +255,16 @@ class Batcher(Generic[ItemT, ResultT]):
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
+            if self._finish_by is not None and (
+                loop.time() + self.longest_batch_s > self._finish_by
+            ):
+                self.shed()  # no time left for another batch before the shutdown deadline
+                continue
             # Fill: wait for company for the oldest item's group, up to max_wait (not when
-            # stopping: then what is queued runs at once).
+            # stopping or draining: then what is queued runs at once).
             key = self._pending[0].key
             fill_until = loop.time() + self.max_wait_s
-            while not self._stopping and self._ready_count(key) < self.max_batch_size:
+            while not self._draining() and self._ready_count(key) < self.max_batch_size:
                 remaining = fill_until - loop.time()
                 if remaining <= 0:
                     break

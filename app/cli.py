@@ -12,13 +12,11 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from app.batching import Batcher
 from app.config import Settings
 from app.errors import ConfigError
 from app.predictors.base import check_options, resolve_device
@@ -82,18 +80,13 @@ def preflight(settings: Settings) -> None:
 _SHED_MARGIN_S = 0.5  # slack for answering and closing connections before the grace ends
 
 
-def _batchers(app: FastAPI) -> list[Batcher[Any, Any]]:
+def _drain_models(app: FastAPI, grace_s: float) -> None:
     registry = getattr(app.state, "registry", None)
-    return [] if registry is None else [m.batcher for m in registry.models.values()]
-
-
-def _longest_batch_s(app: FastAPI) -> float:
-    return max((b.longest_batch_s for b in _batchers(app)), default=0.0)
-
-
-def _shed_queues(app: FastAPI) -> None:
-    for batcher in _batchers(app):
-        batcher.shed()
+    if registry is None:
+        return
+    deadline = asyncio.get_running_loop().time() + max(0.0, grace_s - _SHED_MARGIN_S)
+    for model in registry.models.values():
+        model.batcher.drain_by(deadline)
 
 
 class _Server(uvicorn.Server):
@@ -113,12 +106,11 @@ class _Server(uvicorn.Server):
         if isinstance(app, FastAPI) and not self.should_exit:
             app.state.draining = True
             # uvicorn cancels whatever still runs when the grace runs out, which a client
-            # sees as a 500. So, early enough that the batches then running can finish,
-            # answer what is still queued with 503 + Retry-After instead.
-            shed_at = self.grace_s - _SHED_MARGIN_S - _longest_batch_s(app)
+            # sees as a 500. So the batchers start only batches that can finish in time
+            # and answer the rest 503 + Retry-After. (This is a signal handler: it only
+            # schedules that on the loop.)
             loop = asyncio.get_running_loop()
-            # A signal handler: schedule on the loop, do not touch its state from here.
-            loop.call_soon_threadsafe(loop.call_later, max(0.0, shed_at), _shed_queues, app)
+            loop.call_soon_threadsafe(_drain_models, app, self.grace_s)
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager

@@ -749,6 +749,56 @@ async def test_stop_drains_queued_and_running_work_before_returning(
     assert 99 not in model.seen
 
 
+async def test_drain_runs_only_batches_that_can_finish_and_sheds_the_rest(
+    make_batcher: MakeBatcher,
+) -> None:
+    model = FakeModel()
+    batcher = make_batcher(model, max_batch_size=1, retry_after_s=2)
+    model.hold()
+    first = spawn(batcher, 1)
+    await until(lambda: len(model.batches) == 1, "the first batch to start")
+    model.step()  # let it through: the batcher now knows a batch takes ~0 s
+    assert (await guard(first)).result == 10
+    batcher.longest_batch_s = 0.3  # as if batches took 0.3 s
+    blocker = spawn(batcher, 2)
+    await until(lambda: len(model.batches) == 2, "the second batch to start")
+    queued = [spawn(batcher, i) for i in (3, 4)]
+    await until(lambda: batcher.queue_depth == 2, "two queued items")
+    loop = asyncio.get_running_loop()
+    batcher.drain_by(loop.time() + 0.5)
+    with pytest.raises(NotReady):  # new work is refused at once
+        await guard(batcher.submit(5, key="k", timeout_s=GUARD_S))
+    await asyncio.sleep(0.25)  # 0.25 s left: not enough for another 0.3 s batch
+    model.release()
+    assert (await guard(blocker)).result == 20  # the running batch finishes
+    for call in queued:
+        with pytest.raises(NotReady, match="SEGSERVE_SHUTDOWN_GRACE_S") as shed:
+            await guard(call)
+        assert shed.value.headers == {"Retry-After": "2"}
+    assert model.seen == [1, 2]
+
+
+async def test_drain_runs_queued_work_that_fits_and_sheds_what_waits_past_the_deadline(
+    make_batcher: MakeBatcher,
+) -> None:
+    model = FakeModel()
+    batcher = make_batcher(model, max_batch_size=1)
+    blocker = await start_blocker(batcher, model)
+    queued = [spawn(batcher, i) for i in (1, 2)]
+    await until(lambda: batcher.queue_depth == 2, "two queued items")
+    batcher.drain_by(asyncio.get_running_loop().time() + 0.3)
+    model.step(1)  # the blocker finishes in time; item 1 fits and starts, then overruns
+    await guard(blocker)
+    await until(lambda: len(model.batches) == 2, "item 1 to start")
+    # At the deadline item 2, still queued behind the overrunning batch, is shed.
+    with pytest.raises(NotReady):
+        await guard(queued[1])
+    assert batcher.queue_depth == 0
+    model.release()
+    assert (await guard(queued[0])).result == 10
+    assert model.seen == [0, 1]
+
+
 async def test_stop_does_not_wait_out_max_wait(make_batcher: MakeBatcher) -> None:
     model = FakeModel()
     batcher = make_batcher(model, max_batch_size=4, max_wait_s=10.0)
