@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import socket
@@ -85,28 +84,3 @@ def png(width: int, height: int, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-async def raw_post(
-    base: str, path: str, body: bytes, content_type: str
-) -> tuple[int, dict[str, str], float]:
-    """POST over a fresh connection with a bare HTTP/1.1 client: (status, headers, seconds).
-
-    For latency figures: a full client library costs milliseconds of CPU per request, which
-    under dozens of concurrent requests would be measured instead of the server.
-    """
-    host, port = base.removeprefix("http://").split(":")
-    started = time.perf_counter()
-    reader, writer = await asyncio.open_connection(host, int(port))
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    writer.write(head.encode() + body)
-    await writer.drain()
-    response = await reader.read()  # the server closes after the response
-    seconds = time.perf_counter() - started
-    writer.close()
-    status_line, *lines = response.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines)}
-    return int(status_line.split()[1]), headers, seconds

@@ -19,7 +19,8 @@ import pytest
 import torch
 from torchvision.models import get_model
 
-from tests.e2e.process import SEMANTIC, free_port, png, raw_post, segserve, serve_until_ready
+from bench.overload import raw_post
+from tests.e2e.process import SEMANTIC, free_port, png, segserve, serve_until_ready
 
 pytestmark = pytest.mark.e2e
 
