@@ -143,6 +143,9 @@ def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level,
+        # The request log (app.request_log) writes one line per request, with the request id
+        # and stage timings; uvicorn's own access line would say the same thing twice.
+        access_log=False,
         # One process: a GPU model must not be copied into N workers that split its batches.
         workers=1,
         # On SIGTERM uvicorn stops accepting, lets in-flight requests finish for this long,

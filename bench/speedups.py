@@ -1,0 +1,78 @@
+"""Before and after each speed change, in one process: the predictor as the service runs it.
+
+    .venv/bin/python -m bench.speedups [--model deeplabv3_resnet50] [--rounds 5]
+
+Variants (fp32 NCHW is "before"): fp32 channels-last, bf16 NCHW, bf16 channels-last. The
+variants run in interleaved rounds (A B C D, A B C D, ...) and each reports its median, so a
+slow spell of this shared machine hits every variant alike instead of one. Each variant's
+class maps are compared with fp32 NCHW's (share of equal pixels). Writes
+``bench/results/speedups-<model>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.config import Settings
+from app.predictors import load_predictor
+from app.predictors.repository import ModelSpec
+from bench.images import photo_like
+
+RESULTS = Path(__file__).parent / "results"
+VARIANTS = {  # name: (precision, channels_last)
+    "fp32 NCHW (before)": ("fp32", False),
+    "fp32 channels_last": ("fp32", True),
+    "bf16 NCHW": ("bf16", False),
+    "bf16 channels_last": ("bf16", True),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="deeplabv3_resnet50")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    spec = ModelSpec(name=args.model, task="semantic", architecture=args.model, weights="none")
+    predictors = {
+        name: load_predictor(
+            spec,
+            Settings(_env_file=None, device="cpu", precision=prec, channels_last=cl),  # type: ignore[call-arg]
+        )
+        for name, (prec, cl) in VARIANTS.items()
+    }
+    image = photo_like(width, height, seed=0)
+    maps = {name: p.predict_batch([image], [None])[0].class_map for name, p in predictors.items()}
+    times: dict[str, list[float]] = {name: [] for name in predictors}
+    for _ in range(args.rounds):
+        for name, predictor in predictors.items():
+            started = time.perf_counter()
+            predictor.predict_batch([image], [None])
+            times[name].append(time.perf_counter() - started)
+    before = statistics.median(times["fp32 NCHW (before)"])
+    reference = maps["fp32 NCHW (before)"]
+    rows: list[dict[str, Any]] = []
+    print(f"{args.model}, {width}x{height}, {args.rounds} interleaved rounds")
+    print("| variant | median s/image | speed-up vs fp32 NCHW | class-map pixels equal to fp32 |")
+    print("|---|---:|---:|---:|")
+    for name in predictors:
+        median = statistics.median(times[name])
+        equal = float(np.mean(maps[name] == reference))
+        rows.append({"variant": name, "median_s": median, "times_s": times[name], "equal": equal})
+        print(f"| {name} | {median:.3f} | {before / median:.2f}x | {100 * equal:.3f}% |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"speedups-{args.model}.json"
+    out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
