@@ -6,6 +6,10 @@ Batching pays on a GPU (one kernel launch serves many images) and can cost on a 
 at warm-up the model runs batches of 1, 2, 4 ... up to it and keeps the smallest size within
 5% of the best throughput (smaller batches wait less to fill). Climbing stops once a size is
 clearly slower than the best so far: beyond that point, throughput only falls further.
+
+Each size counts its fastest timed run: on a shared machine, other work only ever slows a run
+down, so the fastest is the best estimate of what the size can do. (Averaging let one slow
+spell during batch 1 make batch 8 look 40% faster on a CPU where it is slower.)
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 
 TOLERANCE = 0.05  # sizes within this fraction of the best count as equally fast
 STOP_BELOW = 0.9  # stop climbing once a size falls under this fraction of the best
-REPEATS = 2  # timed runs per size, after one untimed run (allocation, cuDNN tuning)
+REPEATS = 3  # timed runs per size, after one untimed run (allocation, cuDNN tuning)
 SHAPE = (480, 640)  # the (height, width) measured: a common camera size
 
 
@@ -65,15 +69,16 @@ def measure(
     for size in sizes:
         try:
             run_batch(size)  # untimed: first use of a size allocates and tunes
-            started = clock()
+            fastest = float("inf")
             for _ in range(REPEATS):
+                started = clock()
                 run_batch(size)
-            elapsed = max(clock() - started, 1e-9)
+                fastest = min(fastest, clock() - started)
         except BatchTooLarge:
             if not throughput:
                 raise
             break
-        throughput[size] = size * REPEATS / elapsed
+        throughput[size] = size / max(fastest, 1e-9)
         if throughput[size] < STOP_BELOW * max(throughput.values()):
             break
     return throughput

@@ -45,6 +45,21 @@ def test_measure_counts_images_per_second_of_timed_runs() -> None:
     assert clock.runs == [s for s in (1, 2, 4) for _ in range(1 + autotune.REPEATS)]
 
 
+def test_a_slow_spell_does_not_decide_the_size() -> None:
+    # Batch 2 truly costs 1.5x batch 1 per image; a slow spell triples two of batch 1's runs.
+    slow_runs = iter([False, True, False, True])  # batch 1: untimed, then 3 timed runs
+
+    def cost(size: int) -> float:
+        if size == 1:
+            return 0.3 if next(slow_runs) else 0.1
+        return 0.3 * size / 2 * 1.5
+
+    clock = FakeClock(cost)
+    throughput = autotune.measure(clock.run, [1, 2], clock=clock)
+    assert throughput[1] == pytest.approx(10.0)  # its fastest run, not the mean (~6)
+    assert autotune.choose(throughput, configured=2).chosen == 1
+
+
 def test_measure_stops_climbing_once_clearly_slower() -> None:
     clock = FakeClock(lambda size: 1.0 * size**1.5)  # bigger batches cost more per image
     throughput = autotune.measure(clock.run, [1, 2, 4, 8], clock=clock)
