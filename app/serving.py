@@ -75,14 +75,20 @@ class ServedModel(Generic[ResultT]):
             )
         return await self.batcher.submit(Job(image, params), key=shape, timeout_s=timeout_s)
 
-    def tune_batch_size(self) -> None:
-        """Measure throughput per batch size and cap batches at the best (see app.autotune).
+    def warm_up(self) -> None:
+        """The inference(s) before serving, on the inference thread, before the batcher starts.
 
-        Runs on the inference thread before the batcher starts, so no batch is in flight.
+        With autotune on, its measurement is the warm-up (its first run is untimed), so the
+        model does not also run a separate warm-up image.
         """
+        if self.autotune_enabled and self.spec.batching.max_batch_size > 1:
+            self.tune_batch_size()
+        else:
+            self.predictor.warmup()
+
+    def tune_batch_size(self) -> None:
+        """Measure throughput per batch size and cap batches at the best (see app.autotune)."""
         configured = self.spec.batching.max_batch_size
-        if configured == 1:
-            return
         image, params = autotune.sample_image(), self.predictor.default_params()
 
         def run_batch(size: int) -> None:
@@ -154,9 +160,7 @@ class ModelRegistry:
             started = time.perf_counter()
             try:
                 # On the model's own inference thread: CUDA/cuDNN handles are per thread.
-                await model.batcher.run_in_worker(model.predictor.warmup)
-                if model.autotune_enabled:
-                    await model.batcher.run_in_worker(model.tune_batch_size)
+                await model.batcher.run_in_worker(model.warm_up)
             except Exception as exc:
                 raise ConfigError(
                     f"model {model.spec.name!r} failed its warm-up inference "

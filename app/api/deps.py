@@ -22,6 +22,7 @@ from app import faults
 from app.config import Settings
 from app.errors import BadRequest, NotReady, PayloadTooLarge, UnsupportedMediaType
 from app.imaging import ImageLimits, decode_image
+from app.predictors.repository import Task
 from app.readiness import is_ready
 from app.request_log import note_model, note_timer
 from app.serving import ModelRegistry, ServedModel
@@ -69,22 +70,25 @@ ModelName = Annotated[
 ]
 
 
-async def semantic_model(  # on the loop, where the batcher's queue lives
-    request: Request, registry: RegistryDep, model: ModelName = None
+def _admitted(
+    request: Request, registry: ModelRegistry, task: Task, name: str | None
 ) -> ServedModel[Any]:
-    served = registry.get("semantic", model)
+    served = registry.get(task, name)
     note_model(request, served.spec.name)
     served.batcher.admit()  # a full queue refuses before the body is read or decoded
     return served
+
+
+async def semantic_model(  # on the loop, where the batcher's queue lives
+    request: Request, registry: RegistryDep, model: ModelName = None
+) -> ServedModel[Any]:
+    return _admitted(request, registry, "semantic", model)
 
 
 async def instance_model(  # on the loop, where the batcher's queue lives
     request: Request, registry: RegistryDep, model: ModelName = None
 ) -> ServedModel[Any]:
-    served = registry.get("instance", model)
-    note_model(request, served.spec.name)
-    served.batcher.admit()  # a full queue refuses before the body is read or decoded
-    return served
+    return _admitted(request, registry, "instance", model)
 
 
 SemanticModelDep = Annotated[ServedModel[Any], Depends(semantic_model)]
