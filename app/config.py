@@ -93,6 +93,12 @@ class Settings(BaseSettings):
         description="Run convolutions in channels-last memory format (faster on CPU and GPU; "
         "fp32 results then equal the reference up to float rounding). `false`: bit-exact.",
     )
+    fold_batchnorm: bool = Field(
+        True,
+        description="Fold each eval-mode batch norm into the convolution before it (fewer "
+        "passes over activations; results equal the reference up to float rounding). "
+        "`false`, with channels_last off: bit-exact.",
+    )
     torch_threads: Annotated[int, Field(ge=0)] = Field(
         0,
         description="Intra-op threads for torch; 0 = the CPUs this process may use (its "

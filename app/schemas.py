@@ -89,6 +89,9 @@ class ModelInfo(BaseModel):
         description="Numeric precision of inference (bf16/fp16: autocast)."
     )
     channels_last: bool = Field(description="Whether convolutions run channels-last.")
+    fold_batchnorm: bool = Field(
+        description="Whether batch norms were folded into the convolutions before them."
+    )
     weights: str = Field(
         description="`torchvision:<Enum>.<MEMBER>`, `checkpoint:<file>` or `untrained`."
     )

@@ -2,9 +2,10 @@
 
     .venv/bin/python -m bench.speedups [--model deeplabv3_resnet50] [--rounds 5]
 
-Variants (fp32 NCHW is "before"): fp32 channels-last, bf16 NCHW, bf16 channels-last. The
-variants run in interleaved rounds (A B C D, A B C D, ...) and each reports its median, so a
-slow spell of this shared machine hits every variant alike instead of one. Each variant's
+Variants (fp32 NCHW, batch norms unfolded, is "before"): each change added in turn, in fp32
+and bf16; the last of each precision is the service's default. The variants run in
+interleaved rounds (A B C, A B C, ...) and each reports its median, so a slow spell of this
+shared machine hits every variant alike instead of one. Each variant's
 class maps are compared with fp32 NCHW's (share of equal pixels). Writes
 ``bench/results/speedups-<model>.json``.
 """
@@ -26,11 +27,13 @@ from app.predictors.repository import ModelSpec
 from bench.images import photo_like
 
 RESULTS = Path(__file__).parent / "results"
-VARIANTS = {  # name: (precision, channels_last)
-    "fp32 NCHW (before)": ("fp32", False),
-    "fp32 channels_last": ("fp32", True),
-    "bf16 NCHW": ("bf16", False),
-    "bf16 channels_last": ("bf16", True),
+VARIANTS = {  # name: (precision, channels_last, fold_batchnorm)
+    "fp32 NCHW (before)": ("fp32", False, False),
+    "fp32 channels_last": ("fp32", True, False),
+    "fp32 channels_last + folded BN": ("fp32", True, True),
+    "bf16 NCHW": ("bf16", False, False),
+    "bf16 channels_last": ("bf16", True, False),
+    "bf16 channels_last + folded BN": ("bf16", True, True),
 }
 
 
@@ -45,9 +48,15 @@ def main() -> None:
     predictors = {
         name: load_predictor(
             spec,
-            Settings(_env_file=None, device="cpu", precision=prec, channels_last=cl),  # type: ignore[call-arg]
+            Settings(
+                _env_file=None,  # type: ignore[call-arg]
+                device="cpu",
+                precision=prec,
+                channels_last=cl,
+                fold_batchnorm=fold,
+            ),
         )
-        for name, (prec, cl) in VARIANTS.items()
+        for name, (prec, cl, fold) in VARIANTS.items()
     }
     image = photo_like(width, height, seed=0)
     maps = {name: p.predict_batch([image], [None])[0].class_map for name, p in predictors.items()}

@@ -25,6 +25,7 @@ class FakePredictor:
     device = "cpu"
     precision = "fp32"
     channels_last = False
+    fold_batchnorm = False
 
     def __init__(self, spec: ModelSpec, categories: list[str]) -> None:
         self.spec = spec

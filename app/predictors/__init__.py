@@ -35,4 +35,7 @@ def load_predictor(spec: ModelSpec, settings: Settings) -> Predictor[Any]:
         device,
         precision=spec.precision or settings.precision,
         channels_last=settings.channels_last if spec.channels_last is None else spec.channels_last,
+        fold_batchnorm=(
+            settings.fold_batchnorm if spec.fold_batchnorm is None else spec.fold_batchnorm
+        ),
     )

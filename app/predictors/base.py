@@ -22,6 +22,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from app.config import Precision
 from app.errors import ConfigError, ImageUnprocessable
+from app.predictors.fusion import fold_batchnorm as fold_batchnorm_into_convs
 from app.predictors.repository import ModelSpec
 from app.predictors.weights import ResolvedWeights
 
@@ -174,6 +175,7 @@ class Predictor(ABC, Generic[ResultT]):
         *,
         precision: Precision = "fp32",
         channels_last: bool = False,
+        fold_batchnorm: bool = False,
     ) -> None:
         check_precision(precision, device)
         self.spec = spec
@@ -183,6 +185,10 @@ class Predictor(ABC, Generic[ResultT]):
         self.device = device
         self.precision = precision
         self.channels_last = channels_last
+        self.fold_batchnorm = fold_batchnorm
+        if fold_batchnorm:
+            folded = fold_batchnorm_into_convs(model)
+            log.debug("model %r: %d batch norms folded into convolutions", spec.name, folded)
         self.model = model.to(device)
         if channels_last:
             # NHWC convolutions: oneDNN on CPU and cuDNN on GPU run them faster. The values
@@ -255,6 +261,7 @@ class Predictor(ABC, Generic[ResultT]):
             "device": str(self.device),
             "precision": self.precision,
             "channels_last": self.channels_last,
+            "fold_batchnorm": self.fold_batchnorm,
             "weights": self.source,
             "default": self.spec.default,
         }

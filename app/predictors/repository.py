@@ -70,6 +70,9 @@ class ModelSpec(BaseModel):
     channels_last: bool | None = Field(
         None, description="Channels-last convolutions (default: SEGSERVE_CHANNELS_LAST)."
     )
+    fold_batchnorm: bool | None = Field(
+        None, description="Fold batch norms into convolutions (default: SEGSERVE_FOLD_BATCHNORM)."
+    )
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     options: dict[str, Any] = Field(default_factory=dict)
 

@@ -171,13 +171,14 @@ def serve(tmp_path: Path, weights_dir: Path) -> Serve:
         models_dir.mkdir()
         for name, text in models:
             (models_dir / f"{name}.toml").write_text(text, encoding="utf-8")
-        # channels_last off: the exact path, compared bit for bit with the reference (the
-        # channels-last path is compared within rounding in test_precision.py).
+        # channels_last and batch-norm folding off: the exact path, compared bit for bit with
+        # the reference (the fast path is compared within rounding in test_precision.py).
         fields: dict[str, Any] = {
             "device": "cpu",
             "warmup": False,
             "allow_download": False,
             "channels_last": False,
+            "fold_batchnorm": False,
         }
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]

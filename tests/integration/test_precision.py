@@ -1,7 +1,8 @@
 """The fast paths against torchvision's reference pipeline (fp32, NCHW).
 
-* ``channels_last`` (the default) computes the same fp32 values in another memory layout:
-  results equal the reference within rounding, by the same tolerances as batched results.
+* ``channels_last`` and batch-norm folding (both on by default) compute the same fp32 values
+  in another memory layout and with rescaled convolution weights: results equal the reference
+  within rounding, by the same tolerances as batched results.
 * ``bf16`` autocast rounds every convolution's inputs to 8 bits of mantissa: results differ
   visibly, so we measure agreement and hold it to a floor that only a broken path misses.
 """
@@ -51,26 +52,26 @@ async def _segment(service, data: bytes) -> np.ndarray:  # type: ignore[no-untyp
 
 
 @pytest.mark.parametrize("architecture", ["deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50"])
-async def test_channels_last_class_maps_equal_reference_within_rounding(
+async def test_fast_path_class_maps_equal_reference_within_rounding(
     architecture: str, checkpoints: Checkpoints, serve: Serve
 ) -> None:
     case = checkpoints.get(architecture)
-    async with serve(case.toml(), channels_last=True) as service:
+    async with serve(case.toml(), channels_last=True, fold_batchnorm=True) as service:
         models = (await service.client.get("/models")).json()["models"]
-        assert models[0]["channels_last"] is True
+        assert (models[0]["channels_last"], models[0]["fold_batchnorm"]) == (True, True)
         data = png_bytes(make_image(61, 90, seed=31))
         got = await _segment(service, data)
     reference, _ = semantic_reference(case.model, architecture, data)
     assert_class_map_matches(got, reference, exact=False)
 
 
-async def test_channels_last_instances_equal_reference_within_rounding(
+async def test_fast_path_instances_equal_reference_within_rounding(
     checkpoints: Checkpoints, serve: Serve
 ) -> None:
     architecture = "maskrcnn_resnet50_fpn_v2"
     case = checkpoints.get(architecture)
     data = png_bytes(make_image(100, 150, seed=32))
-    async with serve(case.toml(), channels_last=True) as service:
+    async with serve(case.toml(), channels_last=True, fold_batchnorm=True) as service:
         instances = await _instances(service, data, **CUT)
     assert instances, "the seeded model should detect something"
     ref = instance_reference(case.model, architecture, data)
