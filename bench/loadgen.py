@@ -3,10 +3,12 @@
 Closed loop: ``concurrency`` workers each send a request, wait for its answer, and send the
 next. A warm-up runs first (until every worker has had one answer and ``warmup_s`` passed), so
 the server is in its steady state (queues full, lazy initialisation done) when measurement
-starts. The measurement window then lasts at least ``duration_s`` and until ``min_requests``
-answers came back in it; throughput is the answers completed inside the window divided by its
-length. Requests still in flight when the window closes are awaited (so the next point starts
-on an idle server) but not counted.
+starts. The measurement window runs from one answer to a later one, at least ``duration_s``
+and until ``min_requests`` answers came back in it; throughput is the answers after its first
+up to its last, divided by its length. Ending the window between two answers instead would
+count a fraction of a gap with no answer in it: with ~10 answers a window (a 1 s model over
+12 s) that reads up to 10% low, by chance. Requests still in flight when the window closes
+are awaited (so the next point starts on an idle server) but not counted.
 
 Open loop: requests are sent at a fixed rate (Poisson arrivals or a fixed interval) whatever the
 server does, as independent clients would; latency then includes queueing behind earlier
@@ -99,18 +101,22 @@ async def closed_loop(
     began = time.perf_counter()
     # Warm-up: every worker has had an answer (the pipeline is full) and warmup_s has passed.
     await wait_until(lambda: min(answered) > 0 and time.perf_counter() - began >= warmup_s)
-    window_start = time.perf_counter()
+    # Both ends of the window are answers, so it spans whole gaps between answers.
+    marker = len(samples)
+    await wait_until(lambda: len(samples) > marker)
+    window_start = max(s.ended for s in samples)
 
     def window_done() -> bool:
-        if time.perf_counter() - window_start < duration_s:
+        last = max(s.ended for s in samples)
+        if last - window_start < duration_s:
             return False
-        return sum(1 for s in samples if s.ended >= window_start) >= min_requests
+        return sum(1 for s in samples if s.ended > window_start) >= min_requests
 
     await wait_until(window_done)
-    window_end = time.perf_counter()
+    window_end = max(s.ended for s in samples)
     stop.set()
     await asyncio.gather(*workers)  # drain: the next point starts on an idle server
-    measured = [s for s in samples if window_start <= s.ended <= window_end]
+    measured = [s for s in samples if window_start < s.ended <= window_end]
     result = summarise(measured, window_end - window_start, images_per_request)
     return {"mode": "closed", "concurrency": concurrency, **result}
 

@@ -32,7 +32,7 @@ class Recorder:
     lock: asyncio.Lock | None = None  # set: one request at a time, like a busy single worker
 
 
-def make_app(recorder: Recorder) -> Starlette:
+def make_app(recorder: Recorder, service_s: float = SERVICE_S) -> Starlette:
     async def segment(request: Request) -> Response:
         recorder.arrivals.append(time.perf_counter())
         recorder.in_flight += 1
@@ -45,10 +45,10 @@ def make_app(recorder: Recorder) -> Starlette:
                 (await upload.read(), upload.content_type, dict(request.query_params))
             )
             if recorder.lock is None:
-                await asyncio.sleep(SERVICE_S)
+                await asyncio.sleep(service_s)
             else:
                 async with recorder.lock:
-                    await asyncio.sleep(SERVICE_S)
+                    await asyncio.sleep(service_s)
         finally:
             recorder.in_flight -= 1
         if recorder.fail_every and len(recorder.arrivals) % recorder.fail_every == 0:
@@ -86,6 +86,17 @@ async def test_closed_loop_keeps_exactly_concurrency_requests_in_flight(
     assert result["throughput_rps"] == pytest.approx(result["ok"] / result["window_s"])
     assert result["latency_s"]["p50"] >= SERVICE_S
     assert result["errors"] == {}
+
+
+async def test_closed_loop_window_spans_whole_gaps_between_answers() -> None:
+    # One answer every 0.1 s. A window closed at a poll just after duration_s (0.25 s) would
+    # hold 2 answers in ~0.26 s and read 7.7/s; from answer to answer it reads the true 10/s.
+    slow = Recorder(lock=asyncio.Lock())
+    transport = httpx.ASGITransport(app=make_app(slow, service_s=0.1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as c:
+        result = await closed_loop(c, SEND, concurrency=4, duration_s=0.25, min_requests=1)
+    assert result["throughput_rps"] == pytest.approx(10, rel=0.08)
+    assert result["window_s"] >= 0.25
 
 
 async def test_closed_loop_sends_the_upload_and_query(
