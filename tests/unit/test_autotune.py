@@ -41,8 +41,8 @@ def test_measure_counts_images_per_second_of_timed_runs() -> None:
     clock = FakeClock(lambda size: 0.1 + 0.05 * size)  # fixed cost + per image: batching pays
     throughput = autotune.measure(clock.run, [1, 2, 4], clock=clock)
     assert throughput == pytest.approx({1: 1 / 0.15, 2: 2 / 0.2, 4: 4 / 0.3})
-    # One untimed run, then REPEATS timed ones, per size.
-    assert clock.runs == [s for s in (1, 2, 4) for _ in range(1 + autotune.REPEATS)]
+    # The climb: one untimed and one timed run per size; then the sizes in turn.
+    assert clock.runs == [1, 1, 2, 2, 4, 4] + [1, 2, 4] * (autotune.REPEATS - 1)
 
 
 def test_a_slow_spell_does_not_decide_the_size() -> None:
@@ -57,6 +57,18 @@ def test_a_slow_spell_does_not_decide_the_size() -> None:
     clock = FakeClock(cost)
     throughput = autotune.measure(clock.run, [1, 2], clock=clock)
     assert throughput[1] == pytest.approx(10.0)  # its fastest run, not the mean (~6)
+    assert autotune.choose(throughput, configured=2).chosen == 1
+
+
+def test_a_spell_over_all_of_one_sizes_first_runs_does_not_decide_it() -> None:
+    # Batch 2 truly costs 1.5x batch 1 per image; everything started in the first 1.2 s (the
+    # climb's batch-1 runs, and as many as fit back to back) runs 3x slower.
+    clock = FakeClock(lambda size: 0.1 * size * (1.5 if size > 1 else 1))
+    slow_until = 1.2
+    cost = clock.cost
+    clock.cost = lambda size: cost(size) * (3 if clock.now < slow_until else 1)
+    throughput = autotune.measure(clock.run, [1, 2], clock=clock)
+    assert throughput == pytest.approx({1: 10.0, 2: 2 / 0.3})
     assert autotune.choose(throughput, configured=2).chosen == 1
 
 
