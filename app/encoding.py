@@ -164,15 +164,23 @@ def _paint(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: fl
     """Blend `colours[label]` over every pixel whose label is not 0; others stay bit-identical.
 
     The same arithmetic as torchvision's `draw_segmentation_masks` (float32 blend, truncated
-    to uint8), but one table lookup for all labels, on the labelled pixels only, in the
-    image's own (H, W, 3) layout: that function scatters each mask over a (3, H, W) copy,
-    which took 5 s for a 1080p map with 60 classes.
+    to uint8), computed once per (label, value, channel) into a table; each pixel is then a
+    lookup, in the image's own (H, W, 3) layout. That function scatters each mask over a
+    (3, H, W) copy (5 s for a 1080p map with 60 classes); blending the labelled pixels in
+    float took 120 ms at 1080p, the lookups 15 ms. The table has one row per label: at most
+    256 classes, or 1001 instance ids (768 KB).
     """
-    out = image.copy()
-    where = labels != 0
     keep, paint = np.float32(1 - alpha), np.float32(alpha)
-    blended = image[where].astype(np.float32) * keep + colours[labels[where]] * paint
-    out[where] = blended.astype(np.uint8)
+    values = np.arange(256, dtype=np.float32)
+    table = (values[None, :, None] * keep + colours[:, None, :].astype(np.float32) * paint).astype(
+        np.uint8
+    )
+    table[0] = np.arange(256, dtype=np.uint8)[:, None]  # label 0: the value itself
+    out = np.empty_like(image)
+    rows = labels.astype(np.int32) << 8  # label * 256: the start of its row
+    for channel in range(3):
+        lookup = np.ascontiguousarray(table[:, :, channel]).ravel()
+        np.take(lookup, rows + image[..., channel], out=out[..., channel])
     return out
 
 
