@@ -4,7 +4,10 @@ Batching pays on a GPU (one kernel launch serves many images) and can cost on a 
 (measured on 2 cores: deeplabv3_resnet50 gives 0.73x the images/s at batch 4 than at batch
 1, as bigger activations fall out of cache). So the cap from the model's TOML is a ceiling:
 at warm-up the model runs batches of 1, 2, 4 ... up to it and keeps the smallest size within
-5% of the best throughput (smaller batches wait less to fill). Climbing stops once a size is
+10% of the best throughput: a bigger batch must win by more than the run-to-run noise of a
+shared machine (5% let noise pick batch 2 for bf16 deeplabv3_resnet50, which the quiet raw
+benchmark measures at 0.95x batch 1), and every request in a batch waits for all of it. Where
+batching pays (a GPU: 2x and more), 10% decides nothing. Climbing stops once a size is
 clearly slower than the best so far: beyond that point, throughput only falls further.
 
 Each size counts its fastest timed run: on a shared machine, other work only ever slows a run
@@ -25,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-TOLERANCE = 0.05  # sizes within this fraction of the best count as equally fast
+TOLERANCE = 0.10  # sizes within this fraction of the best count as equally fast
 STOP_BELOW = 0.9  # stop climbing once a size falls under this fraction of the best
 REPEATS = 3  # timed runs per size, after one untimed run (allocation, cuDNN tuning)
 SHAPE = (480, 640)  # the (height, width) measured: a common camera size
