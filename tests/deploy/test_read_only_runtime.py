@@ -11,20 +11,17 @@ on SIGTERM within compose's stop_grace_period, all without writing outside /tmp.
 
 from __future__ import annotations
 
-import io
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
 from tests.deploy.conftest import ROOT, image_env, load_yaml
+from tests.e2e.process import free_port, png, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -46,18 +43,6 @@ mount -o remount,bind,ro /
 if touch /.segserve-ro-probe 2>/dev/null; then echo "root is still writable" >&2; exit 97; fi
 exec "$@"
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _png(width: int, height: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 120, 40)).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def _can_unshare_mounts() -> bool:
@@ -94,7 +79,7 @@ def test_serves_and_stops_on_a_read_only_root(tmp_path: Path) -> None:
     (app_dir / "models" / "seg.toml").write_text(MODEL)
     writable = tmp_path / "tmp"
     writable.mkdir()
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "server.log"
     command = ["unshare", "-m", "sh", "-c", READ_ONLY_ROOT, "sh", str(writable)]
     command += [sys.executable, "-m", "app", "serve"]
@@ -103,13 +88,13 @@ def test_serves_and_stops_on_a_read_only_root(tmp_path: Path) -> None:
             command, cwd=app_dir, env=_container_env(writable, port), stdout=log, stderr=log
         )
     try:
-        _wait_ready(proc, port, log_path)
+        wait_ready(proc, f"http://127.0.0.1:{port}", log_path)
         for path in ("/healthz", "/readyz"):  # the HEALTHCHECK command, as Docker runs it
             healthcheck = [sys.executable, str(ROOT / "deploy" / "healthcheck.py"), path]
             run = subprocess.run(healthcheck, env={"SEGSERVE_PORT": str(port)}, check=False)
             assert run.returncode == 0, path
         answer = httpx.post(
-            f"http://127.0.0.1:{port}/segment", files={"image": ("a.png", _png(48, 32))}, timeout=60
+            f"http://127.0.0.1:{port}/segment", files={"image": ("a.png", png(48, 32))}, timeout=60
         )
         assert answer.status_code == 200, answer.text
 
@@ -123,17 +108,3 @@ def test_serves_and_stops_on_a_read_only_root(tmp_path: Path) -> None:
     log = log_path.read_text()
     assert "Read-only file system" not in log and "Errno 30" not in log, log
     assert sorted(p.name for p in app_dir.rglob("*")) == ["models", "seg.toml", "weights"]
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"segserve exited with {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"segserve was not ready within 180 s:\n{log_path.read_text()}")

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import numpy as np
@@ -65,18 +65,25 @@ def serve_until_ready(
     with log_path.open("w") as log:  # the child keeps its own copy of the handle
         proc = segserve("serve", "--port", str(port), env=env, log=log)
     base = f"http://127.0.0.1:{port}"
+    wait_ready(proc, base, log_path)
+    return base, proc
+
+
+def wait_ready(proc: subprocess.Popen[Any], base: str, log_path: Path) -> None:
+    """Return once ``base``/readyz answers 200; fail with the server's log if it exits first
+    or is not ready within 180 s (then it is killed)."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"segserve exited early:\n{log_path.read_text()}")
+            pytest.fail(f"segserve exited with {proc.returncode}:\n{log_path.read_text()}")
         try:
             if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return base, proc
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
     proc.kill()
-    pytest.fail("segserve did not become ready in 180 s")
+    pytest.fail(f"segserve was not ready within 180 s:\n{log_path.read_text()}")
 
 
 def png(width: int, height: int, seed: int = 0) -> bytes:
