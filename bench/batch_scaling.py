@@ -9,12 +9,12 @@ architecture untrained (seeded): speed does not depend on the weights' values.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 import torch
 from torchvision import models as tv_models
+
+from bench.report import RESULTS_DIR, save_json
 
 
 def measure(
@@ -62,14 +62,9 @@ def main() -> None:
             f"{row['batch_size']:>5}  {row['s_per_batch']:7.2f}  {row['s_per_image']:7.2f}  "
             f"{base / row['s_per_image']:.2f}x"
         )
-    out = (
-        Path(__file__).parent / "results" / f"batch_scaling-{args.architecture}-{args.device}.json"
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {"architecture": args.architecture, "device": args.device, "rows": rows}, indent=2
-        )
+    out = save_json(
+        {"architecture": args.architecture, "device": args.device, "rows": rows},
+        RESULTS_DIR / f"batch_scaling-{args.architecture}-{args.device}.json",
     )
     print(f"wrote {out}")
 

@@ -14,11 +14,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -31,8 +29,8 @@ from app.predictors.repository import ModelSpec
 from app.rendering import RenderOptions, render_instances, render_semantic
 from app.results import InstanceResult
 from bench.images import jpeg_bytes, photo_like
+from bench.report import RESULTS_DIR, save_json
 
-RESULTS = Path(__file__).parent / "results"
 MODELS = {
     "deeplabv3_resnet50": ("semantic", ["png", "json", "overlay"]),
     "maskrcnn_resnet50_fpn_v2": ("instance", ["json", "png", "overlay"]),
@@ -131,9 +129,7 @@ def main() -> None:
             f"| {r['model']} | {r['precision']} | {r['format']} | {r['decode_ms']:.0f} | "
             f"{r['infer_ms']:.0f} | {r['encode_ms']:.1f} | {100 * r['encode_share']:.2f}% |"
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"encoding_share_{args.precision}.json"
-    out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    out = save_json(rows, RESULTS_DIR / f"encoding_share_{args.precision}.json")
     print(f"wrote {out}")
 
 

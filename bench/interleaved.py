@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import time
 from pathlib import Path
@@ -29,9 +28,8 @@ import httpx
 
 from bench.baselines.pipeline import ReferencePipeline, decode
 from bench.images import jpeg_bytes, photo_like
+from bench.report import RESULTS_DIR, save_json
 from bench.run import request_for
-
-RESULTS = Path(__file__).parent / "results"
 
 
 async def measure(
@@ -78,10 +76,8 @@ def main() -> None:
     print(f"{model} {args.precision}, 640x480, {args.rounds} alternating rounds, medians:")
     print(f"  raw in-process {raw:.3f} s, service over HTTP {service:.3f} s")
     print(f"  service throughput / raw at concurrency 1: {raw / service:.2f}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"interleaved-{model}-{args.precision}.json"
     summary = {"raw_s": raw, "service_s": service, "ratio": raw / service, "times_s": times}
-    out.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    out = save_json(summary, RESULTS_DIR / f"interleaved-{model}-{args.precision}.json")
     print(f"wrote {out}")
 
 

@@ -31,8 +31,7 @@ import httpx
 from PIL import Image
 
 from bench.images import photo_like
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.report import RESULTS_DIR, save_json
 
 
 async def raw_post(
@@ -101,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     Image.fromarray(photo_like(64, 48, 0)).save(buffer, "PNG")
     report = asyncio.run(overload(args.url, model, cap, args.times, buffer.getvalue()))
     report.update(url=args.url, model=model, times=args.times, target_ms=args.target_ms)
-    out = args.out or RESULTS / f"overload-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = save_json(
+        report, args.out or RESULTS_DIR / f"overload-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    )
     print(json.dumps(report, indent=2), f"\nwritten to {out}")
     slowest = report["rejection_ms"]["max"]
     ok = report["all_503_with_retry_after"] and slowest is not None and slowest < args.target_ms

@@ -170,11 +170,21 @@ def plot_model(model: str, servers: Mapping[str, Mapping[str, Any]], path: Path)
     return drew
 
 
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def save_json(data: Any, path: Path) -> Path:
+    """``data`` as indented JSON at ``path`` (its folder made as needed); returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def write_results(results: dict[str, Any], directory: Path) -> None:
     """results.json, results.md and <model>.png in ``directory`` (rewritten as a run goes)."""
     directory.mkdir(parents=True, exist_ok=True)
     for model, result in results["models"].items():
         name = f"{model}.png"
         result["plot"] = name if plot_model(model, result["servers"], directory / name) else None
-    (directory / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    save_json(results, directory / "results.json")
     (directory / "results.md").write_text(markdown(results) + "\n")

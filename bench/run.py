@@ -45,7 +45,7 @@ from bench.baselines.pipeline import PRECISIONS, InstanceCut, ReferencePipeline,
 from bench.images import jpeg_bytes, photo_like
 from bench.loadgen import Send, closed_loop, multipart_request, open_loop
 from bench.ratios import compute_ratios
-from bench.report import model_table, ratio_table, write_results
+from bench.report import RESULTS_DIR, model_table, ratio_table, write_results
 from bench.servers import (
     REPO_ROOT,
     RunningServer,
@@ -57,7 +57,6 @@ from bench.servers import (
     write_model_toml,
 )
 
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 SERVERS = ("raw", "service", "naive", "litserve")
 
 

@@ -35,8 +35,7 @@ import httpx
 from PIL import Image
 
 from bench.images import photo_like
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.report import RESULTS_DIR, save_json
 
 
 @dataclass(frozen=True)
@@ -281,9 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(soak(args))
     problems = verdict(report, args.max_growth_mb)
     report["problems"] = problems
-    out = args.out or RESULTS / f"soak-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = save_json(report, args.out or RESULTS_DIR / f"soak-{time.strftime('%Y%m%dT%H%M%S')}.json")
     print(json.dumps({k: v for k, v in report.items() if k != "rss_mb"}, indent=2))
     rss = {k: v for k, v in report["rss_mb"].items() if k != "samples"}
     print(f"RSS (MB): {rss}\nwritten to {out}")

@@ -13,10 +13,8 @@ class maps are compared with fp32 NCHW's (share of equal pixels). Writes
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,8 +23,8 @@ from app.config import Settings
 from app.predictors import load_predictor
 from app.predictors.repository import ModelSpec
 from bench.images import photo_like
+from bench.report import RESULTS_DIR, save_json
 
-RESULTS = Path(__file__).parent / "results"
 VARIANTS = {  # name: (precision, channels_last, fold_batchnorm)
     "fp32 NCHW (before)": ("fp32", False, False),
     "fp32 channels_last": ("fp32", True, False),
@@ -77,9 +75,7 @@ def main() -> None:
         equal = float(np.mean(maps[name] == reference))
         rows.append({"variant": name, "median_s": median, "times_s": times[name], "equal": equal})
         print(f"| {name} | {median:.3f} | {before / median:.2f}x | {100 * equal:.3f}% |")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"speedups-{args.model}.json"
-    out.write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    out = save_json(rows, RESULTS_DIR / f"speedups-{args.model}.json")
     print(f"wrote {out}")
 
 
