@@ -17,7 +17,7 @@ import itertools
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_weights
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -26,34 +26,6 @@ _NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 _IN_ORDER = (nn.Sequential, IntermediateLayerGetter)
 # Their forward runs bnN right after convN (ResNet itself: its stem's conv1 and bn1).
 _RESNET_MODULES = (BasicBlock, Bottleneck, ResNet)
-
-
-def _folded(conv: nn.Conv2d, norm: nn.Module) -> nn.Conv2d:
-    fused = nn.Conv2d(
-        conv.in_channels,
-        conv.out_channels,
-        conv.kernel_size,  # type: ignore[arg-type]
-        stride=conv.stride,  # type: ignore[arg-type]
-        padding=conv.padding,  # type: ignore[arg-type]
-        dilation=conv.dilation,  # type: ignore[arg-type]
-        groups=conv.groups,
-        bias=True,
-        padding_mode=conv.padding_mode,
-        device=conv.weight.device,
-        dtype=conv.weight.dtype,
-    )
-    # FrozenBatchNorm2d has no affine flag: its weight and bias always exist.
-    weight, bias = fuse_conv_bn_weights(
-        conv.weight,
-        conv.bias,
-        norm.running_mean,  # type: ignore[arg-type]
-        norm.running_var,  # type: ignore[arg-type]
-        norm.eps,  # type: ignore[arg-type]
-        norm.weight,  # type: ignore[arg-type]
-        norm.bias,  # type: ignore[arg-type]
-    )
-    fused.weight, fused.bias = weight, bias
-    return fused.requires_grad_(False).eval()
 
 
 def _pairs(module: nn.Module) -> list[tuple[str, str]]:
@@ -84,7 +56,9 @@ def fold_batchnorm(model: nn.Module) -> int:
                 continue
             if norm.running_mean is None or norm.running_mean.numel() != conv.out_channels:
                 continue  # no running statistics (track_running_stats=False), or a mismatch
-            module._modules[conv_name] = _folded(conv, norm)
+            # torch's own fold; it reads only running_mean/var, eps, weight and bias, which
+            # FrozenBatchNorm2d has too (as buffers).
+            module._modules[conv_name] = fuse_conv_bn_eval(conv, norm)
             module._modules[norm_name] = nn.Identity()
             folded += 1
     return folded
