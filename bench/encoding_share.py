@@ -82,20 +82,18 @@ def measure(architecture: str, precision: str, repeats: int) -> list[dict[str, A
         min_area=0.0,
         compress_level=settings.png_compress_level,
     )
-    cases: list[tuple[str, Any]] = [(fmt, result) for fmt in formats]
+    cases: list[tuple[str, str, Any]] = [(fmt, fmt, result) for fmt in formats]
     if task == "instance":
-        cases.append(("json, smooth masks", smoothed(result)))
+        cases.append(("json, smooth masks", "json", smoothed(result)))
     rows = []
-    for fmt, case in cases:
+    for label, fmt, case in cases:
         if task == "semantic":
             encode_s, (body, _) = _median_s(
                 lambda fmt=fmt, case=case: render_semantic(case, image, fmt, opts), repeats
             )
         else:
             encode_s, (body, _) = _median_s(
-                lambda fmt=fmt, case=case: render_instances(
-                    case, image, fmt.split(",")[0], opts, "polygons"
-                ),
+                lambda fmt=fmt, case=case: render_instances(case, image, fmt, opts, "polygons"),
                 repeats,
             )
         total = decode_s + infer_s + encode_s
@@ -103,7 +101,7 @@ def measure(architecture: str, precision: str, repeats: int) -> list[dict[str, A
             {
                 "model": architecture,
                 "precision": precision,
-                "format": fmt,
+                "format": label,
                 "decode_ms": 1000 * decode_s,
                 "infer_ms": 1000 * infer_s,
                 "encode_ms": 1000 * encode_s,
