@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     precision: Precision = Field(
         "fp32",
         description="Compute precision of every model (a model's TOML `precision` overrides): "
-        "`fp32`; `bf16` (autocast, CPU or CUDA); `fp16` (autocast, CUDA only).",
+        "`fp32`; `bf16` (CPU or CUDA: autocast, except semantic models on CPU, which run "
+        "with bf16 weights); `fp16` (autocast, CUDA only).",
     )
     channels_last: bool = Field(
         True,

@@ -86,7 +86,13 @@ class ModelInfo(BaseModel):
     categories: list[str] = Field(description="Label of each class id.")
     device: str = Field(description="Where the model runs, e.g. `cpu` or `cuda:0`.")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
-        description="Numeric precision of inference (bf16/fp16: autocast)."
+        description="Numeric precision of inference (how: `precision_mode`)."
+    )
+    precision_mode: Literal["full", "autocast", "cast"] = Field(
+        description="`full`: fp32. `autocast`: weights stay fp32, ops run in the reduced "
+        "dtype under torch.autocast (CUDA; Mask R-CNN everywhere). `cast`: weights and "
+        "inputs cast to bf16 (semantic models on CPU, where autocast's casts to and from "
+        "fp32 cost ~5%)."
     )
     channels_last: bool = Field(description="Whether convolutions run channels-last.")
     fold_batchnorm: bool = Field(

@@ -24,6 +24,7 @@ class FakePredictor:
     source = "untrained"
     device = "cpu"
     precision = "fp32"
+    precision_mode = "full"
     channels_last = False
     fold_batchnorm = False
 

@@ -22,6 +22,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from app.config import Precision
 from app.errors import ConfigError, ImageUnprocessable
+from app.predictors.bf16 import cast_to_bf16
 from app.predictors.fusion import fold_batchnorm as fold_batchnorm_into_convs
 from app.predictors.repository import ModelSpec
 from app.predictors.weights import ResolvedWeights
@@ -166,6 +167,10 @@ class Predictor(ABC, Generic[ResultT]):
     # shapes); Mask R-CNN sees a new shape per aspect ratio and would re-tune each time.
     cudnn_benchmark = False
 
+    # Whether bf16 on CPU may run as bf16 weights and inputs instead of autocast (faster: see
+    # app/predictors/bf16.py). Only networks without coordinates to keep exact (no boxes) opt in.
+    bf16_weights_on_cpu = False
+
     def __init__(
         self,
         spec: ModelSpec,
@@ -190,6 +195,15 @@ class Predictor(ABC, Generic[ResultT]):
             folded = fold_batchnorm_into_convs(model)
             log.debug("model %r: %d batch norms folded into convolutions", spec.name, folded)
         self.model = model.to(device)
+        # The dtype the network's weights and inputs are in (autocast leaves them fp32), and
+        # how the precision is reached: `full` (fp32), `autocast` or `cast` (/models says).
+        self.compute_dtype = torch.float32
+        self.precision_mode = "full" if precision == "fp32" else "autocast"
+        if precision == "bf16" and device.type == "cpu" and self.bf16_weights_on_cpu:
+            # After folding: the folded weights are computed in fp32, then rounded once.
+            self.compute_dtype = torch.bfloat16
+            self.precision_mode = "cast"
+            self.model = cast_to_bf16(self.model)
         if channels_last:
             # NHWC convolutions: oneDNN on CPU and cuDNN on GPU run them faster. The values
             # differ from NCHW by float rounding only (summation order).
@@ -204,7 +218,8 @@ class Predictor(ABC, Generic[ResultT]):
         )
 
     def forward_context(self) -> contextlib.AbstractContextManager[Any]:
-        """Where the model runs: autocast for reduced precisions, cuDNN tuned per model.
+        """Where the model runs: autocast for reduced precisions (unless the weights were cast
+        to the reduced dtype themselves), cuDNN tuned per model.
 
         ``cudnn.benchmark`` is process-wide; each model's thread sets it before its own
         forward. Two models on one GPU may run under each other's choice at worst, which
@@ -213,7 +228,7 @@ class Predictor(ABC, Generic[ResultT]):
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = self.cudnn_benchmark
         dtype = AUTOCAST_DTYPES.get(self.precision)
-        if dtype is None:
+        if dtype is None or self.precision_mode != "autocast":
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
@@ -260,6 +275,7 @@ class Predictor(ABC, Generic[ResultT]):
             "categories": self.categories,
             "device": str(self.device),
             "precision": self.precision,
+            "precision_mode": self.precision_mode,
             "channels_last": self.channels_last,
             "fold_batchnorm": self.fold_batchnorm,
             "weights": self.source,

@@ -30,6 +30,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform, res
 
 from app.predictors.base import Predictor
 from app.predictors.masks import paste_and_crop
+from app.predictors.roi_pool import parallelise_roi_pools
 from app.results import Instance, InstanceResult
 
 
@@ -60,6 +61,9 @@ class InstancePredictor(Predictor[InstanceResult]):
         options = self.spec.options
         self.score_floor = float(options.get("box_score_thresh", 0.0))
         self.detections_cap = int(options.get("box_detections_per_img", MAX_INSTANCES))
+        if self.device.type == "cpu":
+            # torchvision's CPU RoIAlign is single-threaded (GPU kernels are not).
+            parallelise_roi_pools(self.model)
 
     def _model_threshold(self, requested: float) -> float:
         return self.score_floor if requested <= self.score_floor else _keep_at_least(requested)

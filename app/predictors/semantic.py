@@ -26,6 +26,7 @@ from app.results import SemanticResult
 class SemanticPredictor(Predictor[SemanticResult]):
     task = "semantic"
     cudnn_benchmark = True
+    bf16_weights_on_cpu = True
 
     def _network_shape(self, height: int, width: int) -> tuple[int, int]:
         # The preset resizes the short side to a fixed length, so images of many sizes share
@@ -50,6 +51,7 @@ class SemanticPredictor(Predictor[SemanticResult]):
         self, images: Sequence[np.ndarray], params: Sequence[Any]
     ) -> list[SemanticResult]:
         batch = torch.stack([self.preprocess(self.to_tensor(image)) for image in images])
+        batch = batch.to(self.compute_dtype)
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with self.forward_context():

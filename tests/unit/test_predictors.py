@@ -88,3 +88,15 @@ def test_bf16_semantic_result_is_a_uint8_map_of_the_input_size() -> None:
     image = np.random.default_rng(0).integers(0, 256, size=(50, 70, 3), dtype=np.uint8)
     (result,) = predictor.predict_batch([image], [None])
     assert result.class_map.shape == (50, 70) and result.class_map.dtype == np.uint8
+    # On CPU a semantic model runs bf16 as bf16 weights (no autocast casts around fp32 ops).
+    assert predictor.describe()["precision_mode"] == "cast"
+    assert {p.dtype for p in predictor.model.parameters()} == {torch.bfloat16}
+
+
+def test_bf16_instance_model_keeps_fp32_weights_under_autocast(instance) -> None:  # type: ignore[no-untyped-def]
+    # Boxes need fp32 coordinates: Mask R-CNN runs bf16 through autocast only.
+    spec = instance.spec.model_copy(update={"precision": "bf16"})
+    predictor = load_predictor(spec, SETTINGS)
+    assert predictor.describe()["precision_mode"] == "autocast"
+    assert {p.dtype for p in predictor.model.parameters()} == {torch.float32}
+    assert instance.describe()["precision_mode"] == "full"
