@@ -4,6 +4,10 @@ Servers are keyed by label: ``service``, ``naive``, ``litserve`` at the run's pr
 ``service@bf16`` (and the like) at a compared precision, and ``raw`` / ``raw@bf16``.
 Closed-loop points are compared at concurrency 8, or at the highest concurrency below it
 that both sides measured (the ratio's ``how`` says which).
+
+Where the servers' points were paired with raw blocks (bench/paired.py), the throughput
+targets are also computed from those figures, marked "paired": the drift between the minutes
+each server ran cancels out of them.
 """
 
 from __future__ import annotations
@@ -93,6 +97,41 @@ def _versus_raw(
     return _entry(name, value, 0.95, True, how)
 
 
+def _over_raw(server: Mapping[str, Any] | None, raw_label: str) -> float | None:
+    over = (server or {}).get("paired", {}).get("over", {})
+    value = over.get(raw_label)
+    return None if value is None else float(value)
+
+
+def _paired_ratios(
+    servers: Mapping[str, Mapping[str, Any]], *, precision: str, compared: str | None
+) -> list[dict[str, Any]]:
+    """The throughput targets from the paired figures (none when the run had no pairing)."""
+    service = _over_raw(servers.get("service"), "raw")
+    if service is None:
+        return []
+
+    def paired(name: str, value: float | None, target: float, how: str) -> dict[str, Any]:
+        return _entry(f"{name}, paired", value, target, True, how)
+
+    ratios = [paired("service / raw throughput", service, 0.95, "service / raw, paired rounds")]
+    for peer, target in (("naive", 1.3), ("litserve", 1.0)):
+        value = _ratio(service, _over_raw(servers.get(peer), "raw"))
+        how = f"(service / raw) / ({peer} / raw), each paired with its own raw blocks"
+        ratios.append(paired(f"service / {peer} throughput", value, target, how))
+    if compared is not None:
+        label, raw_label = f"service@{compared}", f"raw@{compared}"
+        value = _over_raw(servers.get(label), raw_label)
+        how = f"{label} / {raw_label}, paired rounds"
+        ratios.append(paired(f"{label} / {raw_label} throughput", value, 0.95, how))
+        value = _ratio(_over_raw(servers.get(label), "raw"), _over_raw(servers.get("naive"), "raw"))
+        how = f"({label} / raw) / (naive / raw), each paired with raw {precision} blocks"
+        if precision != "fp32":
+            value, how = None, f"naive ran at {precision}, not fp32"
+        ratios.append(paired(f"{label} / naive fp32 throughput", value, 2.5, how))
+    return ratios
+
+
 def compute_ratios(
     servers: Mapping[str, Mapping[str, Any]], *, precision: str, compared: str | None
 ) -> list[dict[str, Any]]:
@@ -110,4 +149,4 @@ def compute_ratios(
         if precision != "fp32":
             value, how = None, f"naive ran at {precision}, not fp32"
         ratios.append(_entry(f"{label} / naive fp32 throughput", value, 2.5, True, how))
-    return ratios
+    return ratios + _paired_ratios(servers, precision=precision, compared=compared)

@@ -29,11 +29,14 @@ def measure(
     *,
     duration_s: float,
     min_batches: int = 2,
+    warmup: bool = True,
 ) -> dict[str, Any]:
-    """images/s per batch size (after one warm-up batch each) and the best of them."""
+    """images/s per batch size (after one warm-up batch each, unless ``warmup`` is off: the
+    pipeline already ran that size) and the best of them."""
     rows = []
     for batch_size in batch_sizes:
-        time_batch(pipeline, image, batch_size)  # warm-up: kernels pick their algorithm per shape
+        if warmup:  # kernels pick their algorithm per shape on the first batch
+            time_batch(pipeline, image, batch_size)
         times: list[float] = []
         while len(times) < min_batches or sum(times) < duration_s:
             times.append(time_batch(pipeline, image, batch_size))

@@ -31,7 +31,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ from bench.agreement import agreement
 from bench.baselines.pipeline import PRECISIONS, InstanceCut, ReferencePipeline, decode
 from bench.images import jpeg_bytes, photo_like
 from bench.loadgen import Send, closed_loop, multipart_request, open_loop
-from bench.ratios import compute_ratios
+from bench.paired import RAW_BLOCK_SHARE, PairedPlan, RawBlock, paired_rounds
+from bench.ratios import TARGET_CONCURRENCY, compute_ratios
 from bench.report import RESULTS_DIR, model_table, ratio_table, write_results
 from bench.servers import (
     REPO_ROOT,
@@ -216,6 +217,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[],
         metavar="KEY=VALUE",
         help="extra environment for the service",
+    )
+    parser.add_argument(
+        "--paired-rounds",
+        type=int,
+        help="rounds of each server's concurrency-8 point between raw blocks, for ratios "
+        "with the drift cancelled (bench/paired.py; default 2, --quick 0; 0: off)",
     )
     parser.add_argument("--name", help="results folder under bench/results (default: time)")
     parser.add_argument(
@@ -428,8 +435,10 @@ async def exercise_server(
     concurrency: Sequence[int],
     settings: PointSettings,
     open_rate: float | None,
+    paired: PairedPlan | None = None,
 ) -> dict[str, Any]:
-    """One checked request, the closed-loop sweep, then the open-loop point."""
+    """One checked request, the closed-loop sweep (its ``paired`` point between raw blocks),
+    then the open-loop point."""
     limits = httpx.Limits(max_connections=max(concurrency) + 64, max_keepalive_connections=None)
     timeout = httpx.Timeout(900.0, connect=30.0)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as client:
@@ -441,14 +450,22 @@ async def exercise_server(
             result["model_info"] = await _model_info(client, model)
         result["closed"] = []
         for level in concurrency:
-            point = await closed_loop(
-                client,
-                send,
-                concurrency=level,
-                duration_s=settings.duration_s,
-                min_requests=settings.min_requests,
-                warmup_s=settings.warmup_s,
-            )
+
+            def measure_point(level: int = level) -> Awaitable[dict[str, Any]]:
+                return closed_loop(
+                    client,
+                    send,
+                    concurrency=level,
+                    duration_s=settings.duration_s,
+                    min_requests=settings.min_requests,
+                    warmup_s=settings.warmup_s,
+                )
+
+            if paired is not None and level == paired.concurrency:
+                points, result["paired"] = await paired_rounds(measure_point, paired)
+                point = points[0]  # the sweep's point; the others are in result["paired"]
+            else:
+                point = await measure_point()
             result["closed"].append(point)
             _say(kind, f"c={level}", point)
         result["open"] = []
@@ -478,8 +495,9 @@ def run_raw(
     settings: PointSettings,
     *,
     measure: bool = True,
-) -> tuple[dict[str, Any] | None, Any]:
-    """Raw throughput at ``precision`` (if ``measure``) and its result for ``image``."""
+) -> tuple[dict[str, Any] | None, Any, ReferencePipeline]:
+    """Raw throughput at ``precision`` (if ``measure``), its result for ``image``, and the
+    pipeline (for the paired raw blocks)."""
     pipeline = ReferencePipeline(
         toml,
         seed=args.seed,
@@ -497,9 +515,32 @@ def run_raw(
             "channels_last": args.raw_channels_last,
             **raw_bench.measure(pipeline, image, sizes, duration_s=settings.raw_duration_s),
         }
-    del pipeline
-    gc.collect()
-    return measured, reference
+    return measured, reference, pipeline
+
+
+def paired_plan(
+    blocks: Sequence[tuple[str, dict[str, Any] | None, ReferencePipeline]],
+    image: bytes,
+    levels: Sequence[int],
+    rounds: int,
+    settings: PointSettings,
+) -> PairedPlan | None:
+    """Raw blocks (label, raw's measurement, its pipeline) around the point nearest c=8."""
+    level = max((c for c in levels if c <= TARGET_CONCURRENCY), default=None)
+    if rounds < 1 or level is None or any(measured is None for _, measured, _ in blocks):
+        return None
+    raw_blocks = [
+        RawBlock(
+            label,
+            pipeline,
+            image,
+            batch_size=measured["best_batch_size"],
+            duration_s=RAW_BLOCK_SHARE * settings.raw_duration_s,
+        )
+        for label, measured, pipeline in blocks
+        if measured is not None
+    ]
+    return PairedPlan(level, rounds, raw_blocks)
 
 
 def run_model(
@@ -533,15 +574,22 @@ def run_model(
 
     # The fp32 raw result is what every server's first answer is compared with.
     with_raw = "raw" in args.servers
-    raw, reference = run_raw(
+    raw, reference, pipeline = run_raw(
         toml, image, "fp32", args, settings, measure=with_raw and args.precision == "fp32"
     )
     if with_raw and args.precision != "fp32":
-        raw, _ = run_raw(toml, image, args.precision, args, settings)
+        raw, _, pipeline = run_raw(toml, image, args.precision, args, settings)
+    # Raw at the compared precision is measured now too: the paired blocks need its batch size.
+    compared_raw = None
+    if plan.compare_precision and with_raw:
+        compared_label = f"raw@{plan.compare_precision}"
+        compared_raw = run_raw(toml, image, plan.compare_precision, args, settings)
+        servers[compared_label] = compared_raw[0]
     if raw is not None:
         servers["raw"] = raw
         print(f"  raw: best {raw['best_ips']:.3f} img/s at batch {raw['best_batch_size']}")
     write_results(results, out_dir)
+    rounds = args.paired_rounds if args.paired_rounds is not None else 0 if args.quick else 2
 
     open_rate = args.open_rate
     if open_rate is None and settings.open_load > 0 and raw is not None:
@@ -555,6 +603,10 @@ def run_model(
         compared_run = precision != args.precision
         label = f"{kind}@{precision}" if compared_run else kind
         levels = plan.compare_concurrency if compared_run else plan.concurrency
+        blocks = [("raw", raw, pipeline)] if with_raw else []
+        if compared_run and compared_raw is not None:
+            blocks.append((f"raw@{precision}", compared_raw[0], compared_raw[2]))
+        paired = paired_plan(blocks, image, levels, rounds, settings)
         command = server_command(kind, toml, precision, args, max(levels))
         log = out_dir / f"server-{model}-{label}.log"
         print(f"  starting {label}: {shlex.join(command.argv)}", flush=True)
@@ -574,6 +626,7 @@ def run_model(
                         levels,
                         settings,
                         open_rate,
+                        paired,
                     )
                 )
         except (ServerStartError, CheckFailed) as exc:
@@ -586,9 +639,8 @@ def run_model(
         load = {"before": load_before, "after": os.getloadavg()[0]}
         servers[label] = {"precision": precision, **measured, "load_average": load}
         write_results(results, out_dir)
-    if plan.compare_precision and with_raw:
-        label = f"raw@{plan.compare_precision}"
-        servers[label], _ = run_raw(toml, image, plan.compare_precision, args, settings)
+    del pipeline, compared_raw
+    gc.collect()
     entry["ratios"] = compute_ratios(
         servers, precision=args.precision, compared=plan.compare_precision
     )

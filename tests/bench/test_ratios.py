@@ -80,3 +80,33 @@ def test_missing_servers_leave_ratios_empty_not_wrong() -> None:
 def test_bf16_target_needs_naive_at_fp32() -> None:
     ratios = by_name(compute_ratios(SERVERS, precision="bf16", compared="fp32"))
     assert ratios["service@fp32 / naive fp32 throughput"]["value"] is None
+
+
+def paired(over: dict[str, float]) -> dict[str, Any]:
+    return {"paired": {"concurrency": 8, "rounds": [], "over": over}}
+
+
+def test_paired_targets_divide_each_servers_figure_against_raw() -> None:
+    servers = {
+        **SERVERS,
+        "service": {**SERVERS["service"], **paired({"raw": 1.1})},
+        "naive": {**SERVERS["naive"], **paired({"raw": 0.8})},
+        "litserve": {**SERVERS["litserve"], **paired({"raw": 0.5})},
+        "service@bf16": {**SERVERS["service@bf16"], **paired({"raw": 2.2, "raw@bf16": 0.9})},
+    }
+    ratios = by_name(compute_ratios(servers, precision="fp32", compared="bf16"))
+    assert ratios["service / raw throughput, paired"]["value"] == pytest.approx(1.1)
+    assert ratios["service / naive throughput, paired"]["value"] == pytest.approx(1.1 / 0.8)
+    assert ratios["service / naive throughput, paired"]["met"] is True
+    assert ratios["service / litserve throughput, paired"]["value"] == pytest.approx(2.2)
+    bf16 = ratios["service@bf16 / raw@bf16 throughput, paired"]
+    assert bf16["value"] == pytest.approx(0.9) and bf16["met"] is False
+    naive_fp32 = ratios["service@bf16 / naive fp32 throughput, paired"]
+    assert naive_fp32["value"] == pytest.approx(2.2 / 0.8) and naive_fp32["met"] is True
+    # The unpaired figures are still there, computed from the sweep as before.
+    assert ratios["service / raw throughput"]["value"] == pytest.approx(0.97)
+
+
+def test_no_pairing_no_paired_targets() -> None:
+    ratios = compute_ratios(SERVERS, precision="fp32", compared="bf16")
+    assert not [r for r in ratios if r["name"].endswith(", paired")]
