@@ -88,6 +88,23 @@ def agreement_lines(servers: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def paired_lines(servers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Each server's paired rounds: raw before, the server, raw after, and its figures."""
+    lines = []
+    for label, server in servers.items():
+        if not (paired := server.get("paired")):
+            continue
+        rounds = "; ".join(
+            ", ".join(f"{k} {r['raw_before'][k]:.3f}" for k in r["raw_before"])
+            + f" | {label} {r['server_ips']:.3f} | "
+            + ", ".join(f"{k} {r['raw_after'][k]:.3f}" for k in r["raw_after"])
+            for r in paired["rounds"]
+        )
+        figures = ", ".join(f"{label} / {k} {v:.3f}" for k, v in paired["over"].items())
+        lines.append(f"- {label} at c={paired['concurrency']} (img/s): {rounds}. {figures}")
+    return lines
+
+
 def server_notes(servers: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """What each service run reported about itself, and how busy the machine was meanwhile."""
     lines = []
@@ -118,6 +135,9 @@ def markdown(results: Mapping[str, Any]) -> str:
         out += [f"## {model}", "", *model_table(result["servers"]), ""]
         if result.get("ratios"):
             out += ["Targets (issue 3), within this run:", "", *ratio_table(result["ratios"]), ""]
+        if paired := paired_lines(result["servers"]):
+            out += ["Paired rounds (bench/paired.py), raw blocks around each server block:", ""]
+            out += [*paired, ""]
         if agreement := agreement_lines(result["servers"]):
             out += ["Agreement of one response with the raw fp32 pipeline:", "", *agreement, ""]
         if notes := server_notes(result["servers"]):

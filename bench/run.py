@@ -13,7 +13,7 @@ then, with ``--compare-precision`` (bf16 for deeplabv3_resnet50 by default), ``s
 closed-loop concurrency sweep, an open-loop point at a fixed rate, stop. Results go to
 ``bench/results/<name>/`` (results.json, results.md, <model>.png).
 
-    python -m bench.run                              # the standard suite (~30 min on 2 cores)
+    python -m bench.run                              # the standard suite (~1 h on 2 cores)
     python -m bench.run --quick --models deeplabv3_mobilenet_v3_large --image-size 320x240
     python -m bench.run --models deeplabv3_resnet50 --servers service,raw --concurrency 1,8
 """
@@ -63,7 +63,7 @@ SERVERS = ("raw", "service", "naive", "litserve")
 
 @dataclass(frozen=True)
 class ModelPlan:
-    """A model's defaults in the standard suite, chosen so the suite ends in ~30 min on 2 cores.
+    """A model's defaults in the standard suite, chosen so the suite ends in ~1 h on 2 cores.
 
     A deeplabv3_resnet50 forward takes ~1.7 s there and Mask R-CNN's ~5 s: a closed-loop point
     at concurrency c spends about c forwards filling the pipeline and c draining it, so Mask

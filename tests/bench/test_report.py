@@ -93,3 +93,20 @@ def test_no_plot_without_closed_loop_points(tmp_path: Path) -> None:
     write_results(data, tmp_path)
     assert not (tmp_path / "deeplabv3_resnet50.png").exists()
     assert data["models"]["deeplabv3_resnet50"]["plot"] is None
+
+
+def test_markdown_lists_each_servers_paired_rounds() -> None:
+    data = results()
+    data["models"]["deeplabv3_resnet50"]["servers"]["service"]["paired"] = {
+        "concurrency": 8,
+        "rounds": [
+            {"raw_before": {"raw": 2.0}, "server_ips": 1.9, "raw_after": {"raw": 1.8}},
+            {"raw_before": {"raw": 1.8}, "server_ips": 1.8, "raw_after": {"raw": 1.9}},
+        ],
+        "over": {"raw": 0.9737},
+    }
+    text = markdown(data)
+    assert (
+        "- service at c=8 (img/s): raw 2.000 | service 1.900 | raw 1.800; "
+        "raw 1.800 | service 1.800 | raw 1.900. service / raw 0.974"
+    ) in text
