@@ -89,10 +89,12 @@ async def paired_rounds(
     """Run ``plan.rounds`` server points between raw blocks; returns the points and a summary."""
     points: list[dict[str, Any]] = []
     rounds: list[dict[str, Any]] = []
+    # With two raws (the compared precision's run), the order alternates (A B, B A, A B, ...)
+    # so that each raw's blocks sit symmetrically around every server block.
     before = _raw(plan.blocks)
-    for _ in range(plan.rounds):
+    for index in range(plan.rounds):
         measured = await point()
-        after = _raw(plan.blocks)
+        after = _raw(plan.blocks if index % 2 else list(reversed(plan.blocks)))
         points.append(measured)
         server_ips = float(measured["throughput_ips"])
         rounds.append({"raw_before": before, "server_ips": server_ips, "raw_after": after})

@@ -106,20 +106,21 @@ def _over_raw(server: Mapping[str, Any] | None, raw_label: str) -> float | None:
 def _paired_ratios(
     servers: Mapping[str, Mapping[str, Any]], *, precision: str, compared: str | None
 ) -> list[dict[str, Any]]:
-    """The throughput targets from the paired figures (none when the run had no pairing)."""
-    service = _over_raw(servers.get("service"), "raw")
-    if service is None:
-        return []
+    """The throughput targets from the paired figures (none for servers without pairing)."""
 
     def paired(name: str, value: float | None, target: float, how: str) -> dict[str, Any]:
         return _entry(f"{name}, paired", value, target, True, how)
 
-    ratios = [paired("service / raw throughput", service, 0.95, "service / raw, paired rounds")]
-    for peer, target in (("naive", 1.3), ("litserve", 1.0)):
-        value = _ratio(service, _over_raw(servers.get(peer), "raw"))
-        how = f"(service / raw) / ({peer} / raw), each paired with its own raw blocks"
-        ratios.append(paired(f"service / {peer} throughput", value, target, how))
-    if compared is not None:
+    ratios = []
+    service = _over_raw(servers.get("service"), "raw")
+    if service is not None:
+        how = "service / raw, paired rounds"
+        ratios.append(paired("service / raw throughput", service, 0.95, how))
+        for peer, target in (("naive", 1.3), ("litserve", 1.0)):
+            value = _ratio(service, _over_raw(servers.get(peer), "raw"))
+            how = f"(service / raw) / ({peer} / raw), each paired with its own raw blocks"
+            ratios.append(paired(f"service / {peer} throughput", value, target, how))
+    if compared is not None and servers.get(f"service@{compared}", {}).get("paired"):
         label, raw_label = f"service@{compared}", f"raw@{compared}"
         value = _over_raw(servers.get(label), raw_label)
         how = f"{label} / {raw_label}, paired rounds"

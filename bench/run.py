@@ -463,7 +463,8 @@ async def exercise_server(
 
             if paired is not None and level == paired.concurrency:
                 points, result["paired"] = await paired_rounds(measure_point, paired)
-                point = points[0]  # the sweep's point; the others are in result["paired"]
+                # The sweep's point; every round's throughput is in result["paired"].
+                point = points[0]
             else:
                 point = await measure_point()
             result["closed"].append(point)
@@ -527,7 +528,9 @@ def paired_plan(
 ) -> PairedPlan | None:
     """Raw blocks (label, raw's measurement, its pipeline) around the point nearest c=8."""
     level = max((c for c in levels if c <= TARGET_CONCURRENCY), default=None)
-    if rounds < 1 or level is None or any(measured is None for _, measured, _ in blocks):
+    if not blocks or rounds < 1 or level is None:
+        return None  # no raw to pair with (raw not run), or pairing switched off
+    if any(measured is None for _, measured, _ in blocks):
         return None
     raw_blocks = [
         RawBlock(

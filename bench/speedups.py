@@ -2,13 +2,14 @@
 
     .venv/bin/python -m bench.speedups [--model deeplabv3_resnet50] [--rounds 5]
 
-Variants (fp32 NCHW, batch norms unfolded, is "before"): each change added in turn, in fp32
-and bf16 (autocast first, then the service's bf16 weights); the last of each precision is the
-service's default. The variants run in
-interleaved rounds (A B C, A B C, ...) and each reports its median, so a slow spell of this
-shared machine hits every variant alike instead of one. Each variant's
-class maps are compared with fp32 NCHW's (share of equal pixels). Writes
-``bench/results/speedups-<model>.json``.
+Variants (fp32 NCHW, batch norms unfolded, is "before"): each change added in turn. Semantic
+models: fp32 and bf16 (autocast first, then the service's bf16 weights); the last of each
+precision is the service's default. Mask R-CNN (``--model maskrcnn_resnet50_fpn_v2``): fp32,
+the last variant adding RoIAlign over the intra-op threads (the service's default). The
+variants run in interleaved rounds (A B C, A B C, ...) and each reports its median, so a slow
+spell of this shared machine hits every variant alike instead of one. Each variant's result
+is compared with fp32 NCHW's (class maps: share of equal pixels; instances: labels in order
+and the largest box difference). Writes ``bench/results/speedups-<model>.json``.
 """
 
 from __future__ import annotations
@@ -23,23 +24,38 @@ import numpy as np
 
 from app.config import Settings
 from app.predictors import Predictor, SemanticPredictor, load_predictor
-from app.predictors.repository import ModelSpec
+from app.predictors import instance as instance_module
+from app.predictors.repository import ModelSpec, builders_for
+from app.results import SemanticResult
 from bench.images import photo_like
 from bench.report import RESULTS_DIR, save_json
 
-VARIANTS = {  # name: (precision, channels_last, fold_batchnorm, bf16 weights instead of autocast)
-    "fp32 NCHW (before)": ("fp32", False, False, False),
-    "fp32 channels_last": ("fp32", True, False, False),
-    "fp32 channels_last + folded BN": ("fp32", True, True, False),
-    "bf16 autocast NCHW": ("bf16", False, False, False),
-    "bf16 autocast channels_last": ("bf16", True, False, False),
-    "bf16 autocast channels_last + folded BN": ("bf16", True, True, False),
-    "bf16 weights channels_last + folded BN": ("bf16", True, True, True),
+# name: (precision, channels_last, fold_batchnorm, bf16 weights instead of autocast,
+#        Mask R-CNN's RoIAlign over the intra-op threads)
+Variant = tuple[str, bool, bool, bool, bool]
+SEMANTIC_VARIANTS: dict[str, Variant] = {
+    "fp32 NCHW (before)": ("fp32", False, False, False, True),
+    "fp32 channels_last": ("fp32", True, False, False, True),
+    "fp32 channels_last + folded BN": ("fp32", True, True, False, True),
+    "bf16 autocast NCHW": ("bf16", False, False, False, True),
+    "bf16 autocast channels_last": ("bf16", True, False, False, True),
+    "bf16 autocast channels_last + folded BN": ("bf16", True, True, False, True),
+    "bf16 weights channels_last + folded BN": ("bf16", True, True, True, True),
+}
+INSTANCE_VARIANTS: dict[str, Variant] = {
+    "fp32 NCHW (before)": ("fp32", False, False, False, False),
+    "fp32 channels_last": ("fp32", True, False, False, False),
+    "fp32 channels_last + folded BN": ("fp32", True, True, False, False),
+    "fp32 channels_last + folded BN + threaded RoIAlign": ("fp32", True, True, False, True),
 }
 
 
-def build(spec: ModelSpec, variant: tuple[str, bool, bool, bool]) -> Predictor[Any]:
-    precision, channels_last, fold, bf16_weights = variant
+def _no_parallel_roi_pools(model: Any) -> int:
+    return 0
+
+
+def build(spec: ModelSpec, variant: Variant) -> Predictor[Any]:
+    precision, channels_last, fold, bf16_weights, threaded_roi_align = variant
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         device="cpu",
@@ -47,9 +63,29 @@ def build(spec: ModelSpec, variant: tuple[str, bool, bool, bool]) -> Predictor[A
         channels_last=channels_last,
         fold_batchnorm=fold,
     )
-    # The service always casts a semantic model to bf16 on CPU; "before" is autocast.
-    with patch.object(SemanticPredictor, "bf16_weights_on_cpu", bf16_weights):
+    # The service always casts a semantic model to bf16 on CPU and always threads Mask R-CNN's
+    # RoIAlign there; "before" is autocast and the single-threaded kernel.
+    pools = instance_module.parallelise_roi_pools if threaded_roi_align else _no_parallel_roi_pools
+    with (
+        patch.object(SemanticPredictor, "bf16_weights_on_cpu", bf16_weights),
+        patch.object(instance_module, "parallelise_roi_pools", pools),
+    ):
         return load_predictor(spec, settings)
+
+
+def agreement(result: Any, reference: Any) -> tuple[float, str]:
+    """How close a variant's result is to fp32 NCHW's: a number and its description."""
+    if isinstance(result, SemanticResult):
+        equal = float(np.mean(result.class_map == reference.class_map))
+        return equal, f"{100 * equal:.3f}% of class-map pixels equal"
+    got, want = result.instances, reference.instances
+    if [i.class_id for i in got] != [i.class_id for i in want]:
+        return 0.0, f"{len(got)} instances, labels differ from the reference's {len(want)}"
+    shift = max(
+        (float(np.max(np.abs(np.subtract(a.box, b.box)))) for a, b in zip(got, want, strict=True)),
+        default=0.0,
+    )
+    return 1.0, f"same {len(got)} labels in order, boxes within {shift:.2g} px"
 
 
 def main() -> None:
@@ -59,27 +95,31 @@ def main() -> None:
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    spec = ModelSpec(name=args.model, task="semantic", architecture=args.model, weights="none")
-    predictors = {name: build(spec, variant) for name, variant in VARIANTS.items()}
+    task = "semantic" if args.model in builders_for("semantic") else "instance"
+    spec = ModelSpec(name=args.model, task=task, architecture=args.model, weights="none")
+    variants = SEMANTIC_VARIANTS if task == "semantic" else INSTANCE_VARIANTS
+    predictors = {name: build(spec, variant) for name, variant in variants.items()}
     image = photo_like(width, height, seed=0)
-    maps = {name: p.predict_batch([image], [None])[0].class_map for name, p in predictors.items()}
+    params = next(iter(predictors.values())).default_params()
+    results = {name: p.predict_batch([image], [params])[0] for name, p in predictors.items()}
     times: dict[str, list[float]] = {name: [] for name in predictors}
     for _ in range(args.rounds):
         for name, predictor in predictors.items():
             started = time.perf_counter()
-            predictor.predict_batch([image], [None])
+            predictor.predict_batch([image], [params])
             times[name].append(time.perf_counter() - started)
     before = statistics.median(times["fp32 NCHW (before)"])
-    reference = maps["fp32 NCHW (before)"]
+    reference = results["fp32 NCHW (before)"]
     rows: list[dict[str, Any]] = []
     print(f"{args.model}, {width}x{height}, {args.rounds} interleaved rounds")
-    print("| variant | median s/image | speed-up vs fp32 NCHW | class-map pixels equal to fp32 |")
-    print("|---|---:|---:|---:|")
+    print("| variant | median s/image | speed-up vs fp32 NCHW | result against fp32 NCHW |")
+    print("|---|---:|---:|---|")
     for name in predictors:
         median = statistics.median(times[name])
-        equal = float(np.mean(maps[name] == reference))
-        rows.append({"variant": name, "median_s": median, "times_s": times[name], "equal": equal})
-        print(f"| {name} | {median:.3f} | {before / median:.2f}x | {100 * equal:.3f}% |")
+        equal, how = agreement(results[name], reference)
+        row = {"variant": name, "median_s": median, "times_s": times[name], "equal": equal}
+        rows.append({**row, "agreement": how})
+        print(f"| {name} | {median:.3f} | {before / median:.2f}x | {how} |")
     out = save_json(rows, RESULTS_DIR / f"speedups-{args.model}.json")
     print(f"wrote {out}")
 

@@ -55,7 +55,9 @@ class SemanticPredictor(Predictor[SemanticResult]):
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with self.forward_context():
-            # Upsampling and argmax stay in fp32 whatever the forward ran in.
+            # The upsampling to each image's size and the argmax run in fp32 whatever the
+            # forward ran in (the network's own upsampling inside it runs in bf16 when the
+            # weights are cast, and in fp32 under autocast).
             logits = self.model(batch)["out"].float()
         maps = []
         for i, image in enumerate(images):

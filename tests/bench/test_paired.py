@@ -64,3 +64,26 @@ def test_every_raw_label_gets_its_own_figure() -> None:
 def test_a_round_with_no_answers_leaves_no_figure() -> None:
     rounds = [{"raw_before": {"raw": 1.0}, "server_ips": 0.0, "raw_after": {"raw": 1.0}}]
     assert summarise(rounds) == {}
+
+
+def test_two_raws_alternate_so_each_sits_around_the_server_block() -> None:
+    order: list[str] = []
+    fp32 = ScriptedRaw("raw", iter([1.0] * 3), order)
+    bf16 = ScriptedRaw("raw@bf16", iter([2.0] * 3), order)
+
+    async def point() -> dict[str, Any]:
+        order.append("server")
+        return {"throughput_ips": 2.0}
+
+    _, summary = asyncio.run(
+        paired_rounds(point, PairedPlan(8, 2, [fp32, bf16]), say=lambda _: None)
+    )
+    blocks = ["raw", "raw@bf16", "server", "raw@bf16", "raw", "server", "raw", "raw@bf16"]
+    assert order == blocks
+    assert summary["over"] == {"raw": pytest.approx(2.0), "raw@bf16": pytest.approx(1.0)}
+
+
+def test_no_raw_blocks_no_pairing() -> None:
+    from bench.run import STANDARD_POINTS, paired_plan
+
+    assert paired_plan([], b"jpeg", [1, 8], rounds=2, settings=STANDARD_POINTS) is None

@@ -110,3 +110,11 @@ def test_paired_targets_divide_each_servers_figure_against_raw() -> None:
 def test_no_pairing_no_paired_targets() -> None:
     ratios = compute_ratios(SERVERS, precision="fp32", compared="bf16")
     assert not [r for r in ratios if r["name"].endswith(", paired")]
+
+
+def test_the_compared_precisions_pairing_stands_without_the_services() -> None:
+    # The fp32 service run failed (no pairing); service@bf16 was paired: its targets remain.
+    servers = {**SERVERS, "service@bf16": {**SERVERS["service@bf16"], **paired({"raw@bf16": 1.0})}}
+    ratios = by_name(compute_ratios(servers, precision="fp32", compared="bf16"))
+    assert ratios["service@bf16 / raw@bf16 throughput, paired"]["value"] == pytest.approx(1.0)
+    assert "service / raw throughput, paired" not in ratios

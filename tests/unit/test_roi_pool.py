@@ -121,3 +121,19 @@ def test_mask_rcnn_box_and_mask_poolers_are_wrapped() -> None:
     heads = model.roi_heads
     assert isinstance(heads.box_roi_pool, ParallelRoIAlign)
     assert isinstance(heads.mask_roi_pool, ParallelRoIAlign)
+
+
+def test_the_threads_run_in_the_callers_inference_mode(ranges_run: list[int]) -> None:
+    modes: list[bool] = []
+
+    class Spy(MultiScaleRoIAlign):
+        def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            modes.append(torch.is_inference_mode_enabled())
+            return super().forward(*args, **kwargs)
+
+    pooler = Spy(["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
+    features, boxes = _features(False), _boxes([4 * MIN_ROIS_PER_PART, 0, 0])
+    with torch.inference_mode():
+        pooler(features, boxes, IMAGE_SHAPES)  # sets the scales
+        ParallelRoIAlign(pooler)(features, boxes, IMAGE_SHAPES)
+    assert len(ranges_run) == 3 and modes == [True] * 4
