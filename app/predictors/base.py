@@ -24,6 +24,7 @@ from app.config import Precision
 from app.errors import ConfigError, ImageUnprocessable
 from app.predictors.bf16 import cast_to_bf16
 from app.predictors.fusion import fold_batchnorm as fold_batchnorm_into_convs
+from app.predictors.modules import replace_modules
 from app.predictors.repository import ModelSpec
 from app.predictors.weights import ResolvedWeights
 
@@ -86,12 +87,9 @@ def check_precision(precision: Precision, device: torch.device) -> None:
 
 
 def _freeze_batch_norm(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            setattr(module, name, frozen)
-        else:
-            _freeze_batch_norm(child)
+    replace_modules(
+        module, nn.BatchNorm2d, lambda norm: FrozenBatchNorm2d(norm.num_features, eps=norm.eps)
+    )
 
 
 def _named_parameters(func: Callable[..., Any]) -> set[str]:

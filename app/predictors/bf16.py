@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from app.predictors.modules import replace_modules
+
 
 class GlobalAvgPool2d(nn.Module):
     """``nn.AdaptiveAvgPool2d(1)`` through the pooling kernel, not through ``mean``.
@@ -28,17 +30,11 @@ class GlobalAvgPool2d(nn.Module):
         return torch.ops.aten._adaptive_avg_pool2d(x, [1, 1])
 
 
-def _is_global_pool(module: nn.Module) -> bool:
-    if not isinstance(module, nn.AdaptiveAvgPool2d):
-        return False
-    size = module.output_size
-    return size in (1, (1, 1), [1, 1])
+def _is_global(pool: nn.AdaptiveAvgPool2d) -> bool:
+    return pool.output_size in (1, (1, 1), [1, 1])
 
 
 def cast_to_bf16(model: nn.Module) -> nn.Module:
     """``model`` with bf16 parameters and buffers and its global average pools swapped."""
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if _is_global_pool(child):
-                setattr(parent, name, GlobalAvgPool2d())
+    replace_modules(model, nn.AdaptiveAvgPool2d, lambda _: GlobalAvgPool2d(), where=_is_global)
     return model.to(torch.bfloat16)

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import MultiScaleRoIAlign
 
+from app.predictors.modules import replace_modules
+
 # Below this many RoIs per thread, a thread's start-up costs more than it saves.
 MIN_ROIS_PER_PART = 16
 
@@ -95,10 +97,4 @@ class ParallelRoIAlign(nn.Module):
 
 def parallelise_roi_pools(model: nn.Module) -> int:
     """Wrap each ``MultiScaleRoIAlign`` of ``model`` (box and mask heads); returns how many."""
-    wrapped = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, MultiScaleRoIAlign):
-                setattr(parent, name, ParallelRoIAlign(child))
-                wrapped += 1
-    return wrapped
+    return replace_modules(model, MultiScaleRoIAlign, ParallelRoIAlign)
