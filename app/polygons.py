@@ -9,11 +9,66 @@ order) gives back the mask, exactly at `tolerance=0`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 Polygon = list[list[list[int]]]  # rings; ring = list of [x, y]; first ring outer, rest holes
 Rings = list[np.ndarray]  # a polygon as (n, 2) int64 arrays of [x, y]: outer ring, then holes
+
+
+@dataclass(frozen=True)
+class _RingSet:
+    """Many rings in one array, so that work per ring is array work, not a Python loop (a
+    speckled mask has thousands of rings): ``points`` (n, 2) int64 [x, y], ring ``i`` being
+    the next ``lengths[i]`` of them."""
+
+    points: np.ndarray
+    lengths: np.ndarray
+
+    @classmethod
+    def of(cls, rings: Sequence[np.ndarray]) -> _RingSet:
+        if not rings:
+            return cls(np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64))
+        lengths = np.array([len(ring) for ring in rings], dtype=np.int64)
+        return cls(np.concatenate(rings).reshape(-1, 2).astype(np.int64), lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.cumsum(self.lengths) - self.lengths
+
+    def firsts(self) -> np.ndarray:
+        """(rings, 2): each ring's first point."""
+        return self.points[self.starts]
+
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per point: the index of its ring, and its position in that ring."""
+        owner = np.repeat(np.arange(len(self.lengths)), self.lengths)
+        return owner, np.arange(len(self.points)) - self.starts[owner]
+
+    def take(self, order: np.ndarray) -> _RingSet:
+        """The rings at indices ``order``, in that order."""
+        lengths = self.lengths[order]
+        shift = np.repeat(self.starts[order] - (np.cumsum(lengths) - lengths), lengths)
+        return _RingSet(self.points[np.arange(len(shift)) + shift], lengths)
+
+    def __add__(self, other: _RingSet) -> _RingSet:
+        return _RingSet(
+            np.concatenate([self.points, other.points]),
+            np.concatenate([self.lengths, other.lengths]),
+        )
+
+    def split(self) -> list[np.ndarray]:
+        """One (n, 2) view per ring (C-contiguous, so the JSON encoder writes it directly)."""
+        ends = np.cumsum(self.lengths)
+        starts = (ends - self.lengths).tolist()
+        return [self.points[start:end] for start, end in zip(starts, ends.tolist(), strict=True)]
 
 
 # --------------------------------------------------------------------------------- polygons
@@ -99,51 +154,51 @@ def mask_to_rings(
     contours, hierarchy = cv2.findContours(padded, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     links = hierarchy[0]  # per contour: next, previous, first child, parent
     any_holes = bool((links[:, 3] != -1).any())
-    labels = None
+    outers = _RingSet.of([contours[i] for i in np.flatnonzero(links[:, 3] == -1).tolist()])
+    tops = outers.firsts()  # each part's top-left pixel: its ring starts there
+    part_label = np.zeros(len(outers), dtype=np.int64)
+    keep = np.ones(len(outers), dtype=bool)
+    holes, hole_label = _RingSet.of([]), np.zeros(0, dtype=np.int64)
     if any_holes or min_area > 0:
-        labels = cv2.connectedComponents(padded, connectivity=8)[1]
-    areas = np.bincount(labels.ravel()) if labels is not None and min_area > 0 else None
-
-    holes: dict[int, list[np.ndarray]] = {}
-    if labels is not None and any_holes:
-        holey = [contours[i] for i in np.flatnonzero((links[:, 3] == -1) & (links[:, 2] != -1))]
-        for ring in _hole_rings(padded, holey):
+        count, labels = cv2.connectedComponents(padded, connectivity=8)
+        part_label = labels[tops[:, 1], tops[:, 0]]
+        if min_area > 0:
+            keep = np.bincount(labels.ravel(), minlength=count)[part_label] >= min_area
+        if any_holes:
+            holey = [contours[i] for i in np.flatnonzero((links[:, 3] == -1) & (links[:, 2] != -1))]
+            holes = _hole_rings(padded, holey)
             # A hole's top-left pixel has its part right above it (see `_hole_rings`).
-            x, y = ring[0]
-            holes.setdefault(int(labels[y - 1, x]), []).append(ring)
+            firsts = holes.firsts()
+            hole_label = labels[firsts[:, 1] - 1, firsts[:, 0]]
 
-    parts: list[tuple[int, int, list[np.ndarray]]] = []
-    for i in np.flatnonzero(links[:, 3] == -1):
-        outer = contours[i].reshape(-1, 2)  # starts at the part's top-left pixel
-        k = int(labels[outer[0, 1], outer[0, 0]]) if labels is not None else 0
-        if areas is not None and areas[k] < min_area:
-            continue
-        parts.append((int(outer[0, 1]), int(outer[0, 0]), [outer, *holes.get(k, [])]))
     # A part inside another's hole starts strictly below that part's top row: sorting by top
-    # row puts it after its container.
-    parts.sort(key=lambda p: (p[0], p[1]))
-
-    if not parts:
+    # row (then left; stable) puts it after its container.
+    kept = np.flatnonzero(keep)
+    parts = kept[np.lexsort((tops[kept, 0], tops[kept, 1]))]
+    if not len(parts):
         return []
-    flat = [ring.reshape(-1, 2) for _, _, rings in parts for ring in rings]
+    # Each part's outer ring, then its holes in their order (top, left), the holes of a
+    # dropped part left out: one sort of all rings by (part's rank, outer first, order).
+    rank_of_label = np.full(int(part_label.max(initial=0)) + 1, -1, dtype=np.int64)
+    rank_of_label[part_label[parts]] = np.arange(len(parts))
+    hole_rank = rank_of_label[hole_label] if len(hole_label) else hole_label
+    rings = outers.take(parts) + holes
+    rank = np.concatenate([np.arange(len(parts)), hole_rank])
+    is_hole = np.repeat([0, 1], [len(parts), len(holes)])
+    order = np.lexsort((np.arange(len(rank)), is_hole, rank))
+    rings = rings.take(order[rank[order] >= 0])
+    sizes = 1 + np.bincount(hole_rank[hole_rank >= 0], minlength=len(parts))
+
     if tolerance > 0:
-        flat = [
-            cv2.approxPolyDP(ring.reshape(-1, 1, 2).astype(np.int32), tolerance, True).reshape(
-                -1, 2
-            )
-            for ring in flat
-        ]
-    # One shift for all rings (a noisy mask has thousands of tiny ones); each ring is then a
-    # C-contiguous view, which the JSON encoder writes without a Python list in between.
-    shift = np.array((offset[0] - 1, offset[1] - 1), dtype=np.int64)  # undo the padding
-    points = np.concatenate(flat).astype(np.int64) + shift
-    shifted = np.split(points, np.cumsum([len(ring) for ring in flat])[:-1])
-    polygons: list[Rings] = []
-    first = 0
-    for _, _, rings in parts:
-        polygons.append(shifted[first : first + len(rings)])
-        first += len(rings)
-    return polygons
+        exact = _RingSet(rings.points.astype(np.int32), rings.lengths).split()
+        rings = _RingSet.of(
+            [cv2.approxPolyDP(ring.reshape(-1, 1, 2), tolerance, True) for ring in exact]
+        )
+    # One shift for all rings (undoing the padding), then a view per ring.
+    shift = np.array((offset[0] - 1, offset[1] - 1), dtype=np.int64)
+    views = _RingSet(rings.points + shift, rings.lengths).split()
+    bounds = np.cumsum(sizes).tolist()
+    return [views[start:end] for start, end in zip([0, *bounds[:-1]], bounds, strict=True)]
 
 
 def _fill(shape: tuple[int, ...], ring: np.ndarray) -> np.ndarray:
@@ -152,7 +207,7 @@ def _fill(shape: tuple[int, ...], ring: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def _hole_rings(padded: np.ndarray, outers: list[np.ndarray]) -> list[np.ndarray]:
+def _hole_rings(padded: np.ndarray, outers: list[np.ndarray]) -> _RingSet:
     """The hole rings of the parts of a 0/1 mask with a zero frame whose outer rings (OpenCV's
     contours) are `outers`, sorted by first point (top, left).
 
@@ -165,28 +220,25 @@ def _hole_rings(padded: np.ndarray, outers: list[np.ndarray]) -> list[np.ndarray
     for outer in outers:  # one by one: a part in another's hole must not cancel it out
         cv2.fillPoly(inside, [outer], 1)
     rings = _region_rings(inside & (padded ^ 1))
-    rings.sort(key=lambda r: (int(r[0, 1]), int(r[0, 0])))
-    return rings
+    firsts = rings.firsts()
+    return rings.take(np.lexsort((firsts[:, 0], firsts[:, 1])))
 
 
-def _turning_points(contours: list[np.ndarray]) -> list[np.ndarray]:
+def _turning_points(traces: _RingSet) -> _RingSet:
     """OpenCV traces (`CHAIN_APPROX_NONE`) cut down to their turning points, as
     `CHAIN_APPROX_SIMPLE` gives them, all at once."""
-    lengths = np.array([len(c) for c in contours])
-    points = np.concatenate(contours).reshape(-1, 2)
-    owner = np.repeat(np.arange(len(contours)), lengths)
-    starts = np.cumsum(lengths) - lengths
+    points, lengths, starts = traces.points, traces.lengths, traces.starts
+    owner = np.repeat(np.arange(len(lengths)), lengths)
     ends = starts + lengths - 1
     index = np.arange(len(points))
     following, preceding = index + 1, index - 1
     following[ends], preceding[starts] = starts, ends
     step = points[following] - points
     turn = (step[preceding] != step).any(axis=1) | (lengths[owner] == 1)
-    kept = np.bincount(owner[turn], minlength=len(contours))
-    return np.split(points[turn], np.cumsum(kept)[:-1])
+    return _RingSet(points[turn], np.bincount(owner[turn], minlength=len(lengths)))
 
 
-def _region_rings(region: np.ndarray) -> list[np.ndarray]:
+def _region_rings(region: np.ndarray) -> _RingSet:
     """One ring per 4-connected component of `region` (0/1 uint8 with a zero frame), traced
     as a 4-connected set: its fill is the component plus what it cuts off from the outside
     in the 8-connected sense."""
@@ -194,39 +246,37 @@ def _region_rings(region: np.ndarray) -> list[np.ndarray]:
     # outer ones (no parent) and those of their holes.
     contours, hierarchy = cv2.findContours(region, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
     if hierarchy is None:
-        return []
+        return _RingSet.of([])
     parents = hierarchy[0][:, 3]
     outers = np.flatnonzero(parents == -1)
-    simple = _turning_points([contours[i] for i in outers.tolist()])
+    traces = _RingSet.of([contours[i] for i in outers.tolist()])
     # A corner contact (a 2x2 block with one diagonal in the region and the other out of it)
-    # is where 4- and 8-connectivity part; its pixels lie on a boundary. An 8-connected
-    # component without one is a single 4-connected one, whose OpenCV trace is its 4-connected
-    # trace; one with a corner contact is split below.
-    lengths = np.array([len(c) for c in contours])
-    px, py = np.concatenate(contours).reshape(-1, 2).T
-    contact = np.zeros(len(px), dtype=bool)
-    for dx, dy in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-        contact |= region[py + dy, px + dx] > (region[py, px + dx] | region[py + dy, px])
-    component = np.where(parents == -1, np.arange(len(contours)), parents)
-    pinched = np.isin(outers, np.repeat(component, lengths)[contact])
+    # is where 4- and 8-connectivity part. An 8-connected component without one is a single
+    # 4-connected one, whose OpenCV trace is its 4-connected trace; those with one (both
+    # pixels of a contact's diagonal are in the same 8-connected component) are split below.
+    inside = region.astype(bool)
+    a, b, c, d = inside[:-1, :-1], inside[:-1, 1:], inside[1:, :-1], inside[1:, 1:]
+    count, labels = cv2.connectedComponents(region, connectivity=8)
+    pinched_label = np.zeros(count, dtype=bool)
+    pinched_label[labels[:-1, :-1][a & d & ~b & ~c]] = True  # a-d diagonal in, b-c out
+    pinched_label[labels[:-1, 1:][b & c & ~a & ~d]] = True  # b-c diagonal in, a-d out
+    firsts = traces.firsts()
+    pinched = pinched_label[labels[firsts[:, 1], firsts[:, 0]]]
 
-    rings = [ring for ring, bad in zip(simple, pinched, strict=True) if not bad]
+    rings = _turning_points(traces.take(np.flatnonzero(~pinched)))
     if pinched.any():
         # Trace those components, all at once and alone, as 4-connected sets: in a crop
         # around them (a 1-px frame, inside `region` thanks to its zero frame).
-        boxes = np.array([cv2.boundingRect(contours[i]) for i in outers[pinched]])
-        x0, y0 = boxes[:, :2].min(axis=0) - 1
-        x1, y1 = (boxes[:, :2] + boxes[:, 2:]).max(axis=0) + 1
-        crop = np.ascontiguousarray(region[y0:y1, x0:x1])
-        labels = cv2.connectedComponents(crop, connectivity=8)[1]
-        firsts = np.array([contours[i][0, 0] for i in outers[pinched]]) - (x0, y0)
-        alone = np.isin(labels, labels[firsts[:, 1], firsts[:, 0]]).astype(np.uint8)
-        corner = np.array((x0, y0))
-        rings += [ring + corner for ring in _four_connected_rings(alone)]
+        bad = traces.take(np.flatnonzero(pinched))
+        x0, y0 = bad.points.min(axis=0) - 1
+        x1, y1 = bad.points.max(axis=0) + 2
+        alone = pinched_label[labels[y0:y1, x0:x1]].astype(np.uint8)
+        four = _four_connected_rings(alone)
+        rings += _RingSet(four.points + np.array((x0, y0)), four.lengths)
     return rings
 
 
-def _four_connected_rings(region: np.ndarray) -> list[np.ndarray]:
+def _four_connected_rings(region: np.ndarray) -> _RingSet:
     """The outer boundaries of the 4-connected components of `region` (0/1 uint8), traced
     with 4-connectivity: one ring per component, starting at its top-left pixel.
 
@@ -238,28 +288,33 @@ def _four_connected_rings(region: np.ndarray) -> list[np.ndarray]:
     8-connected).
     """
     h, w = region.shape
-    ys, xs = np.nonzero(region)
     turned = np.zeros((h + w + 1, h + w + 1), dtype=np.uint8)  # rows v, columns u, 1-px frame
-    turned[xs - ys + h, xs + ys + 1] = 1
-    # The cell between four region pixels (a full 2x2 block) would be a one-cell hole of the
-    # turned region, traced for nothing: fill it (it is inside, and joins nothing new).
-    ys, xs = np.nonzero(region[:-1, :-1] & region[1:, :-1] & region[:-1, 1:] & region[1:, 1:])
-    turned[xs - ys + h, xs + ys + 2] = 1
+    # Pixel (x, y) lands on row x - y + h, column x + y + 1: a view of `turned` with those
+    # strides is the region's grid, written in one copy (rows and columns 1..h+w-1 of it,
+    # so the view never leaves `turned`).
+    row, column = turned.strides
+    as_strided(turned[h, 1:], (h, w), (column - row, row + column))[...] = region
+    # The cell between four region pixels (a full 2x2 block), right of the top-left one's,
+    # would be a one-cell hole of the turned region, traced for nothing: fill it (it is
+    # inside, and joins nothing new). No pixel lands on such cells, so assigning keeps them.
+    full = region[:-1, :-1] & region[1:, :-1] & region[:-1, 1:] & region[1:, 1:]
+    as_strided(turned[h, 2:], (h - 1, w - 1), (column - row, row + column))[...] = full
     # All outer boundaries (top level), those of components in another's hole included.
     contours, hierarchy = cv2.findContours(turned, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if hierarchy is None:
-        return []
-    rings = []
-    for contour, link in zip(contours, hierarchy[0], strict=True):
-        if link[3] != -1:
-            continue
-        u, v = contour.reshape(-1, 2).T.astype(np.int64)
-        u, v = u - 1, v - h
-        ring = np.stack(((u + v) // 2, (u - v) // 2), axis=1)[::-1]  # undo the mirroring
-        # Start at the top-left pixel, as OpenCV's own traces do.
-        first = int(np.lexsort((ring[:, 0], ring[:, 1]))[0])
-        rings.append(np.roll(ring, -first, axis=0))
-    return rings
+        return _RingSet.of([])
+    traces = _RingSet.of([contours[i] for i in np.flatnonzero(hierarchy[0][:, 3] == -1).tolist()])
+    u, v = traces.points[:, 0] - 1, traces.points[:, 1] - h
+    x, y = (u + v) // 2, (u - v) // 2
+    # Each ring backwards (the turn mirrors the grid), starting at its top-left pixel as
+    # OpenCV's own traces do: the first such point in the backward order.
+    owner, position = traces.positions()
+    lengths, starts = traces.lengths[owner], traces.starts[owner]
+    backward = starts + lengths - 1 - position
+    by_corner = np.lexsort((position, x[backward], y[backward], owner))
+    first = position[by_corner[traces.starts]][owner]
+    source = backward[starts + (position + first) % lengths]
+    return _RingSet(np.stack((x[source], y[source]), axis=1), traces.lengths)
 
 
 def polygons_to_mask(

@@ -328,7 +328,7 @@ def test_four_connected_rings_fill_their_component_and_what_it_cuts_off() -> Non
         h, w = (int(v) for v in rng.integers(1, 16, size=2))
         region = np.pad(rng.random((h, w)) < rng.uniform(0.3, 0.9), 1).astype(np.uint8)
         count, labels = cv2.connectedComponents(region, connectivity=4)
-        rings = _four_connected_rings(region)
+        rings = _four_connected_rings(region).split()
         assert len(rings) == count - 1
         for ring in rings:
             x, y = ring[0]
