@@ -159,6 +159,33 @@ def test_outer_ring_is_opencvs_external_contour_of_the_part() -> None:
             assert polygon[0] == contour.reshape(-1, 2).tolist()
 
 
+def test_hole_ring_without_a_pinch_is_opencvs_contour_of_the_hole() -> None:
+    # Where a hole has no corner contact, its 8- and 4-connected traces agree and the ring is
+    # OpenCV's own trace of the hole's pixels; only pinched holes take the turned-grid trace.
+    checked = 0
+    for mask in random_masks(seed=9, count=300):
+        background = np.pad(~mask, 1).astype(np.uint8)
+        _, free = cv2.connectedComponents(background, connectivity=4)
+        enclosed = (background == 1) & (free != free[0, 0])  # cut off from the outside
+        _, holes = cv2.connectedComponents(enclosed.astype(np.uint8), connectivity=8)
+        for polygon in mask_to_polygons(mask, tolerance=0):
+            for x, y in (ring[0] for ring in polygon[1:]):
+                hole = holes == holes[y + 1, x + 1]
+                a, b, c, d = hole[:-1, :-1], hole[:-1, 1:], hole[1:, :-1], hole[1:, 1:]
+                if ((a & d & ~b & ~c) | (b & c & ~a & ~d)).any():
+                    continue  # pinched: covered by the fill tests above
+                (contour,), _ = cv2.findContours(
+                    hole.astype(np.uint8),
+                    cv2.RETR_EXTERNAL,
+                    cv2.CHAIN_APPROX_SIMPLE,
+                    offset=(-1, -1),
+                )
+                ring = next(r for r in polygon[1:] if r[0] == [x, y])
+                assert ring == contour.reshape(-1, 2).tolist()
+                checked += 1
+    assert checked > 100
+
+
 def test_geometry_without_a_rasteriser() -> None:
     # Pixel centres inside or on the outer ring and off every hole ring: exactly the mask.
     for mask in random_masks(seed=4, count=150):
