@@ -224,32 +224,16 @@ def _hole_rings(padded: np.ndarray, outers: list[np.ndarray]) -> _RingSet:
     return rings.take(np.lexsort((firsts[:, 0], firsts[:, 1])))
 
 
-def _turning_points(traces: _RingSet) -> _RingSet:
-    """OpenCV traces (`CHAIN_APPROX_NONE`) cut down to their turning points, as
-    `CHAIN_APPROX_SIMPLE` gives them, all at once."""
-    points, lengths, starts = traces.points, traces.lengths, traces.starts
-    owner = np.repeat(np.arange(len(lengths)), lengths)
-    ends = starts + lengths - 1
-    index = np.arange(len(points))
-    following, preceding = index + 1, index - 1
-    following[ends], preceding[starts] = starts, ends
-    step = points[following] - points
-    turn = (step[preceding] != step).any(axis=1) | (lengths[owner] == 1)
-    return _RingSet(points[turn], np.bincount(owner[turn], minlength=len(lengths)))
-
-
 def _region_rings(region: np.ndarray) -> _RingSet:
     """One ring per 4-connected component of `region` (0/1 uint8 with a zero frame), traced
     as a 4-connected set: its fill is the component plus what it cuts off from the outside
     in the 8-connected sense."""
-    # All boundaries of all 8-connected components (those lying in another's hole included):
-    # outer ones (no parent) and those of their holes.
-    contours, hierarchy = cv2.findContours(region, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_NONE)
+    # The outer boundaries of all 8-connected components (those lying in another's hole
+    # included): the top level of OpenCV's two-level hierarchy.
+    contours, hierarchy = cv2.findContours(region, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     if hierarchy is None:
         return _RingSet.of([])
-    parents = hierarchy[0][:, 3]
-    outers = np.flatnonzero(parents == -1)
-    traces = _RingSet.of([contours[i] for i in outers.tolist()])
+    traces = _RingSet.of([contours[i] for i in np.flatnonzero(hierarchy[0][:, 3] == -1).tolist()])
     # A corner contact (a 2x2 block with one diagonal in the region and the other out of it)
     # is where 4- and 8-connectivity part. An 8-connected component without one is a single
     # 4-connected one, whose OpenCV trace is its 4-connected trace; those with one (both
@@ -263,10 +247,11 @@ def _region_rings(region: np.ndarray) -> _RingSet:
     firsts = traces.firsts()
     pinched = pinched_label[labels[firsts[:, 1], firsts[:, 0]]]
 
-    rings = _turning_points(traces.take(np.flatnonzero(~pinched)))
+    rings = traces.take(np.flatnonzero(~pinched))
     if pinched.any():
         # Trace those components, all at once and alone, as 4-connected sets: in a crop
-        # around them (a 1-px frame, inside `region` thanks to its zero frame).
+        # around them (a 1-px frame, inside `region` thanks to its zero frame; a trace's
+        # extremes are among its turning points).
         bad = traces.take(np.flatnonzero(pinched))
         x0, y0 = bad.points.min(axis=0) - 1
         x1, y1 = bad.points.max(axis=0) + 2
