@@ -144,11 +144,14 @@ def mask_to_rings(
         raise ValueError(f"mask must be 2-D (h, w), got shape {mask.shape}")
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    binary = (mask != 0).astype(np.uint8)
-    if not binary.any():
+    binary = mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).astype(np.uint8)
+    # Only the box around the mask's pixels is traced: one class of a big class map may
+    # cover a corner of it. A zero frame keeps parts touching the edge closed contours.
+    x, y, w, h = cv2.boundingRect(binary)
+    if not w:
         return []
-    # A zero frame keeps parts touching the image edge ordinary closed contours.
-    padded = cv2.copyMakeBorder(binary, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    padded = _framed(binary[y : y + h, x : x + w])
+    offset = (offset[0] + x, offset[1] + y)
     # Every part's outer ring at once: the top level of OpenCV's two-level hierarchy (parts
     # inside holes included); the second level says whether there are holes at all.
     contours, hierarchy = cv2.findContours(padded, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
@@ -201,6 +204,11 @@ def mask_to_rings(
     return [views[start:end] for start, end in zip([0, *bounds[:-1]], bounds, strict=True)]
 
 
+def _framed(binary: np.ndarray) -> np.ndarray:
+    """``binary`` (uint8) with a 1-px zero frame around it."""
+    return cv2.copyMakeBorder(binary, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+
+
 def _fill(shape: tuple[int, ...], ring: np.ndarray) -> np.ndarray:
     canvas = np.zeros(shape[:2], dtype=np.uint8)
     cv2.fillPoly(canvas, [ring.astype(np.int32).reshape(-1, 1, 2)], 1)
@@ -219,7 +227,10 @@ def _hole_rings(padded: np.ndarray, outers: list[np.ndarray]) -> _RingSet:
     inside = np.zeros_like(padded)
     for outer in outers:  # one by one: a part in another's hole must not cancel it out
         cv2.fillPoly(inside, [outer], 1)
-    rings = _region_rings(inside & (padded ^ 1))
+    region = inside & (padded ^ 1)
+    x, y, w, h = cv2.boundingRect(region)  # holes are where the parts are: trace that box
+    rings = _region_rings(_framed(region[y : y + h, x : x + w]))
+    rings = _RingSet(rings.points + np.array((x - 1, y - 1)), rings.lengths)
     firsts = rings.firsts()
     return rings.take(np.lexsort((firsts[:, 0], firsts[:, 1])))
 
