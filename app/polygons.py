@@ -168,7 +168,8 @@ def mask_to_rings(
         if min_area > 0:
             keep = np.bincount(labels.ravel(), minlength=count)[part_label] >= min_area
         if any_holes:
-            holey = [contours[i] for i in np.flatnonzero((links[:, 3] == -1) & (links[:, 2] != -1))]
+            holey_parts = np.flatnonzero((links[:, 3] == -1) & (links[:, 2] != -1))
+            holey = [contours[i] for i in holey_parts.tolist()]
             holes = _hole_rings(padded, holey)
             # A hole's top-left pixel has its part right above it (see `_hole_rings`).
             firsts = holes.firsts()
