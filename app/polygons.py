@@ -181,17 +181,18 @@ def mask_to_rings(
     parts = kept[np.lexsort((tops[kept, 0], tops[kept, 1]))]
     if not len(parts):
         return []
-    # Each part's outer ring, then its holes in their order (top, left), the holes of a
-    # dropped part left out: one sort of all rings by (part's rank, outer first, order).
-    rank_of_label = np.full(int(part_label.max(initial=0)) + 1, -1, dtype=np.int64)
-    rank_of_label[part_label[parts]] = np.arange(len(parts))
-    hole_rank = rank_of_label[hole_label] if len(hole_label) else hole_label
-    rings = outers.take(parts) + holes
-    rank = np.concatenate([np.arange(len(parts)), hole_rank])
-    is_hole = np.repeat([0, 1], [len(parts), len(holes)])
-    order = np.lexsort((np.arange(len(rank)), is_hole, rank))
-    rings = rings.take(order[rank[order] >= 0])
-    sizes = 1 + np.bincount(hole_rank[hole_rank >= 0], minlength=len(parts))
+    rings, sizes = outers.take(parts), np.ones(len(parts), dtype=np.int64)
+    if len(holes):
+        # Each part's outer ring, then its holes in their order (top, left), the holes of a
+        # dropped part left out: one sort of all rings by (part's rank, outer first, order).
+        rank_of_label = np.full(int(part_label.max()) + 1, -1, dtype=np.int64)
+        rank_of_label[part_label[parts]] = np.arange(len(parts))
+        hole_rank = rank_of_label[hole_label]
+        rank = np.concatenate([np.arange(len(parts)), hole_rank])
+        is_hole = np.repeat([0, 1], [len(parts), len(holes)])
+        order = np.lexsort((np.arange(len(rank)), is_hole, rank))
+        rings = (rings + holes).take(order[rank[order] >= 0])
+        sizes += np.bincount(hole_rank[hole_rank >= 0], minlength=len(parts))
 
     if tolerance > 0:
         exact = _RingSet(rings.points.astype(np.int32), rings.lengths).split()
