@@ -218,8 +218,8 @@ def _fill(shape: tuple[int, ...], ring: np.ndarray) -> np.ndarray:
 
 
 def _hole_rings(padded: np.ndarray, outers: list[np.ndarray]) -> _RingSet:
-    """The hole rings of the parts of a 0/1 mask with a zero frame whose outer rings (OpenCV's
-    contours) are `outers`, sorted by first point (top, left).
+    """The hole rings of the parts of a uint8 mask (nonzero: part) with a zero frame whose
+    outer rings (OpenCV's contours) are `outers`, sorted by first point (top, left).
 
     The background pixels inside the outer rings are the background's 4-connected regions
     other than the outside. A hole, as `mask_to_polygons` defines it, is such a region with
@@ -229,7 +229,7 @@ def _hole_rings(padded: np.ndarray, outers: list[np.ndarray]) -> _RingSet:
     inside = np.zeros_like(padded)
     for outer in outers:  # one by one: a part in another's hole must not cancel it out
         cv2.fillPoly(inside, [outer], 1)
-    region = inside & (padded ^ 1)
+    region = inside & (padded == 0)
     x, y, w, h = cv2.boundingRect(region)  # holes are where the parts are: trace that box
     rings = _region_rings(_framed(region[y : y + h, x : x + w]))
     rings = _RingSet(rings.points + np.array((x - 1, y - 1)), rings.lengths)

@@ -411,3 +411,14 @@ def test_mask_to_polygons_rejects_bad_input() -> None:
         mask_to_polygons(np.zeros((2, 2, 1), dtype=bool))
     with pytest.raises(ValueError, match="tolerance"):
         mask_to_polygons(np.zeros((2, 2), dtype=bool), tolerance=-1)
+
+
+def test_any_nonzero_value_is_foreground_whatever_the_dtype() -> None:
+    # A bool array viewed from other bytes (np.frombuffer, .view(bool)) may hold 2 or 255.
+    pattern = np.array([[1, 1, 1, 0], [1, 0, 1, 0], [1, 1, 1, 1]], dtype=np.uint8)
+    expected = mask_to_polygons(pattern.astype(bool))
+    assert len(expected[0]) == 2  # one part with one hole
+    for value in (1, 2, 254, 255):
+        masks = [(pattern * value).view(bool), pattern * value, (pattern * value).astype(np.int32)]
+        for mask in masks:
+            assert mask_to_polygons(mask) == expected
