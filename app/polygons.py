@@ -64,11 +64,14 @@ class _RingSet:
             np.concatenate([self.lengths, other.lengths]),
         )
 
+    def bounds(self) -> zip[tuple[int, int]]:
+        """Each ring's (start, end) in ``points``."""
+        ends = np.cumsum(self.lengths)
+        return zip((ends - self.lengths).tolist(), ends.tolist(), strict=True)
+
     def split(self) -> list[np.ndarray]:
         """One (n, 2) view per ring (C-contiguous, so the JSON encoder writes it directly)."""
-        ends = np.cumsum(self.lengths)
-        starts = (ends - self.lengths).tolist()
-        return [self.points[start:end] for start, end in zip(starts, ends.tolist(), strict=True)]
+        return [self.points[start:end] for start, end in self.bounds()]
 
 
 # --------------------------------------------------------------------------------- polygons
@@ -195,9 +198,11 @@ def mask_to_rings(
         sizes += np.bincount(hole_rank[hole_rank >= 0], minlength=len(parts))
 
     if tolerance > 0:
-        exact = _RingSet(rings.points.astype(np.int32), rings.lengths).split()
+        # One call per ring: a speckled mask's thousands of rings make the loop itself count,
+        # so it slices the int32 points in place ((n, 2) is a curve to OpenCV as it is).
+        exact = rings.points.astype(np.int32)
         rings = _RingSet.of(
-            [cv2.approxPolyDP(ring.reshape(-1, 1, 2), tolerance, True) for ring in exact]
+            [cv2.approxPolyDP(exact[start:end], tolerance, True) for start, end in rings.bounds()]
         )
     # One shift for all rings (undoing the padding), then a view per ring.
     shift = np.array((offset[0] - 1, offset[1] - 1), dtype=np.int64)
