@@ -7,7 +7,7 @@
 #   make lint-deploy    validate Dockerfile, docker-compose.yml, deploy/k8s offline (in lint)
 #   make models         list the model repository and where each model's weights come from
 #   make fetch-weights  download the torchvision weights the repository needs (MODELS="a b")
-#   make bench          the benchmark suite, ~30 min (bench/run.py; BENCH_ARGS="--quick")
+#   make bench          the benchmark suite, ~1 h on 2 cores (bench/run.py; BENCH_ARGS="--quick")
 #   make clean          remove caches and build files (keeps .venv and weights/)
 #   make distclean      clean, and remove .venv too
 #
