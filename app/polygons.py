@@ -64,14 +64,15 @@ class _RingSet:
             np.concatenate([self.lengths, other.lengths]),
         )
 
-    def bounds(self) -> zip[tuple[int, int]]:
-        """Each ring's (start, end) in ``points``."""
-        ends = np.cumsum(self.lengths)
-        return zip((ends - self.lengths).tolist(), ends.tolist(), strict=True)
-
     def split(self) -> list[np.ndarray]:
         """One (n, 2) view per ring (C-contiguous, so the JSON encoder writes it directly)."""
-        return [self.points[start:end] for start, end in self.bounds()]
+        return [self.points[start:end] for start, end in _spans(self.lengths)]
+
+
+def _spans(lengths: np.ndarray) -> zip[tuple[int, int]]:
+    """(start, end) of consecutive runs of these lengths."""
+    ends = np.cumsum(lengths)
+    return zip((ends - lengths).tolist(), ends.tolist(), strict=True)
 
 
 # --------------------------------------------------------------------------------- polygons
@@ -92,7 +93,7 @@ class _RingSet:
 #   all (the common case), else on a grid turned by 45 degrees, where 4-neighbours become
 #   diagonal neighbours and OpenCV's 8-connected trace is the 4-connected one.
 #
-# Checked in tests/unit/test_encoding.py against independent decoders (cv2.fillPoly, PIL,
+# Checked in tests/unit/test_polygons.py against independent decoders (cv2.fillPoly, PIL,
 # pure geometry) on thousands of random masks.
 
 
@@ -187,13 +188,12 @@ def mask_to_rings(
     rings, sizes = outers.take(parts), np.ones(len(parts), dtype=np.int64)
     if len(holes):
         # Each part's outer ring, then its holes in their order (top, left), the holes of a
-        # dropped part left out: one sort of all rings by (part's rank, outer first, order).
+        # dropped part left out: a stable sort of outers-then-holes by their part's rank.
         rank_of_label = np.full(int(part_label.max()) + 1, -1, dtype=np.int64)
         rank_of_label[part_label[parts]] = np.arange(len(parts))
         hole_rank = rank_of_label[hole_label]
         rank = np.concatenate([np.arange(len(parts)), hole_rank])
-        is_hole = np.repeat([0, 1], [len(parts), len(holes)])
-        order = np.lexsort((np.arange(len(rank)), is_hole, rank))
+        order = np.argsort(rank, kind="stable")
         rings = (rings + holes).take(order[rank[order] >= 0])
         sizes += np.bincount(hole_rank[hole_rank >= 0], minlength=len(parts))
 
@@ -202,13 +202,15 @@ def mask_to_rings(
         # so it slices the int32 points in place ((n, 2) is a curve to OpenCV as it is).
         exact = rings.points.astype(np.int32)
         rings = _RingSet.of(
-            [cv2.approxPolyDP(exact[start:end], tolerance, True) for start, end in rings.bounds()]
+            [
+                cv2.approxPolyDP(exact[start:end], tolerance, True)
+                for start, end in _spans(rings.lengths)
+            ]
         )
     # One shift for all rings (undoing the padding), then a view per ring.
     shift = np.array((offset[0] - 1, offset[1] - 1), dtype=np.int64)
     views = _RingSet(rings.points + shift, rings.lengths).split()
-    bounds = np.cumsum(sizes).tolist()
-    return [views[start:end] for start, end in zip([0, *bounds[:-1]], bounds, strict=True)]
+    return [views[start:end] for start, end in _spans(sizes)]
 
 
 def _framed(binary: np.ndarray) -> np.ndarray:
