@@ -58,6 +58,9 @@ class _RingSet:
         shift = np.repeat(self.starts[order] - (np.cumsum(lengths) - lengths), lengths)
         return _RingSet(self.points[np.arange(len(shift)) + shift], lengths)
 
+    def shifted(self, dx: int, dy: int) -> _RingSet:
+        return _RingSet(self.points + np.array((dx, dy), dtype=np.int64), self.lengths)
+
     def __add__(self, other: _RingSet) -> _RingSet:
         return _RingSet(
             np.concatenate([self.points, other.points]),
@@ -208,8 +211,7 @@ def mask_to_rings(
             ]
         )
     # One shift for all rings (undoing the padding), then a view per ring.
-    shift = np.array((offset[0] - 1, offset[1] - 1), dtype=np.int64)
-    views = _RingSet(rings.points + shift, rings.lengths).split()
+    views = rings.shifted(offset[0] - 1, offset[1] - 1).split()
     return [views[start:end] for start, end in _spans(sizes)]
 
 
@@ -239,7 +241,7 @@ def _hole_rings(padded: np.ndarray, outers: list[np.ndarray]) -> _RingSet:
     region = inside & (padded == 0)
     x, y, w, h = cv2.boundingRect(region)  # holes are where the parts are: trace that box
     rings = _region_rings(_framed(region[y : y + h, x : x + w]))
-    rings = _RingSet(rings.points + np.array((x - 1, y - 1)), rings.lengths)
+    rings = rings.shifted(x - 1, y - 1)
     firsts = rings.firsts()
     return rings.take(np.lexsort((firsts[:, 0], firsts[:, 1])))
 
@@ -277,7 +279,7 @@ def _region_rings(region: np.ndarray) -> _RingSet:
         x1, y1 = bad.points.max(axis=0) + 2
         alone = pinched_label[labels[y0:y1, x0:x1]].astype(np.uint8)
         four = _four_connected_rings(alone)
-        rings += _RingSet(four.points + np.array((x0, y0)), four.lengths)
+        rings += four.shifted(x0, y0)
     return rings
 
 
