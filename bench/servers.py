@@ -22,7 +22,7 @@ from types import TracebackType
 
 import httpx
 
-from app.predictors.repository import builders_for
+from app.predictors.repository import Task, builders_for
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODELS = REPO_ROOT / "models"
@@ -39,7 +39,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def task_of(architecture: str) -> str:
+def task_of(architecture: str) -> Task:
     return "semantic" if architecture in builders_for("semantic") else "instance"
 
 

@@ -25,10 +25,11 @@ import numpy as np
 from app.config import Settings
 from app.predictors import Predictor, SemanticPredictor, load_predictor
 from app.predictors import instance as instance_module
-from app.predictors.repository import ModelSpec, builders_for
+from app.predictors.repository import ModelSpec
 from app.results import SemanticResult
 from bench.images import photo_like
 from bench.report import RESULTS_DIR, save_json
+from bench.servers import task_of
 
 # name: (precision, channels_last, fold_batchnorm, bf16 weights instead of autocast,
 #        Mask R-CNN's RoIAlign over the intra-op threads)
@@ -95,7 +96,7 @@ def main() -> None:
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    task = "semantic" if args.model in builders_for("semantic") else "instance"
+    task = task_of(args.model)
     spec = ModelSpec(name=args.model, task=task, architecture=args.model, weights="none")
     variants = SEMANTIC_VARIANTS if task == "semantic" else INSTANCE_VARIANTS
     predictors = {name: build(spec, variant) for name, variant in variants.items()}

@@ -27,9 +27,10 @@ import torch
 
 from app.config import Settings
 from app.predictors import load_predictor
-from app.predictors.repository import ModelSpec, builders_for
+from app.predictors.repository import ModelSpec
 from bench.images import photo_like
 from bench.report import RESULTS_DIR, save_json
+from bench.servers import task_of
 
 
 def images_per_s(run_one: Any, streams: int, threads: int, images: int) -> float:
@@ -58,7 +59,7 @@ def main() -> None:
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
-    task = "semantic" if args.model in builders_for("semantic") else "instance"
+    task = task_of(args.model)
     spec = ModelSpec(name=args.model, task=task, architecture=args.model, weights="none")
     predictor = load_predictor(spec, Settings(_env_file=None, device="cpu"))  # type: ignore[call-arg]
     image, params = photo_like(width, height, seed=0), predictor.default_params()
