@@ -81,7 +81,10 @@ class Settings(BaseSettings):
         "a few hundred MB). 0: the number of CPUs this process may use.",
     )
     png_compress_level: Annotated[int, Field(ge=0, le=9)] = Field(
-        1, description="zlib level for PNG responses: 1 is fast and still small for masks."
+        1,
+        description="zlib level for PNG responses. 1: the fast strategy for the content "
+        "(run-length for masks, Huffman-only for overlays), still small; 2-9: zlib's full "
+        "search at that level, smaller and slower; 0: uncompressed.",
     )
     precision: Precision = Field(
         "fp32",

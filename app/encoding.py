@@ -8,24 +8,21 @@ Polygons live in `app.polygons`.
 
 from __future__ import annotations
 
-import io
 from functools import lru_cache
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
 from pycocotools import mask as coco_mask
 from torchvision.utils import draw_bounding_boxes
 
+from app import png
 from app.results import Instance, InstanceResult
 
 # Instance PNGs: 8-bit while ids fit, 16-bit beyond (API.md, POST /instances png).
 _MAX_U8_INSTANCES = 255
 _MAX_U16_INSTANCES = 65535
-# Compress the `instances` text chunk only when it is big enough for zlib to pay off.
-_ZIP_TEXT_OVER = 1024
 
 # ------------------------------------------------------------------------------------- PNGs
 
@@ -58,25 +55,9 @@ def _colour(class_id: int) -> tuple[int, int, int]:
     return (p[i], p[i + 1], p[i + 2])
 
 
-def png_bytes(
-    image: Image.Image,
-    compress_level: int = 1,
-    *,
-    pnginfo: PngImagePlugin.PngInfo | None = None,
-) -> bytes:
-    """`image` as PNG bytes. Low compression by default: latency matters more than bytes."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=compress_level, pnginfo=pnginfo)
-    return buffer.getvalue()
-
-
 def class_map_to_png(class_map: np.ndarray, compress_level: int = 1) -> bytes:
     """A (H, W) uint8 class map as an 8-bit palette PNG: pixel value = class index."""
-    if class_map.ndim != 2 or class_map.dtype != np.uint8:
-        raise ValueError(f"class_map must be (H, W) uint8, got {class_map.shape} {class_map.dtype}")
-    image = Image.fromarray(np.ascontiguousarray(class_map))
-    image.putpalette(_palette())  # turns the "L" image into "P", keeping the values
-    return png_bytes(image, compress_level)
+    return png.palette_png(class_map, _palette(), compress_level)
 
 
 def instance_map(result: InstanceResult) -> np.ndarray:
@@ -99,17 +80,11 @@ def instance_map(result: InstanceResult) -> np.ndarray:
 
 
 def instance_map_to_png(id_map: np.ndarray, instances_text: str, compress_level: int = 1) -> bytes:
-    """An instance id map as a grayscale PNG (uint8: 8-bit "L", uint16: 16-bit "I;16").
+    """An instance id map as a greyscale PNG (uint8: 8-bit, uint16: 16-bit).
 
     `instances_text` goes into the text chunk `instances` (iTXt, so any Unicode is kept).
     """
-    if id_map.ndim != 2 or id_map.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"id_map must be (H, W) uint8/uint16, got {id_map.shape} {id_map.dtype}")
-    # Pillow maps native uint8 to "L" and uint16 to "I;16", both saved as grayscale PNG.
-    image = Image.fromarray(np.ascontiguousarray(id_map))
-    info = PngImagePlugin.PngInfo()
-    info.add_itxt("instances", instances_text, zip=len(instances_text) > _ZIP_TEXT_OVER)
-    return png_bytes(image, compress_level, pnginfo=info)
+    return png.grey_png(id_map, compress_level, {"instances": instances_text})
 
 
 # -------------------------------------------------------------------------------------- RLE
@@ -165,9 +140,9 @@ def _paint(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: fl
 
     The same arithmetic as torchvision's `draw_segmentation_masks` (float32 blend, truncated
     to uint8), computed once per (label, value, channel) into a table; each pixel is then a
-    lookup, in the image's own (H, W, 3) layout. That function scatters each mask over a
-    (3, H, W) copy (5 s for a 1080p map with 60 classes); blending the labelled pixels in
-    float took 120 ms at 1080p, the lookups 15 ms. The table has one row per label: at most
+    lookup. That function scatters each mask over a (3, H, W) copy (5 s for a 1080p map with
+    60 classes); blending the labelled pixels in float took 120 ms at 1080p, the lookups
+    10 ms. The table has one row per label: at most
     256 classes, or 1001 instance ids (768 KB).
     """
     keep, paint = np.float32(1 - alpha), np.float32(alpha)
@@ -176,37 +151,15 @@ def _paint(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: fl
         np.uint8
     )
     table[0] = np.arange(256, dtype=np.uint8)[:, None]  # label 0: the value itself
-    out = np.empty_like(image)
-    rows = labels.astype(np.int32) << 8  # label * 256: the start of its row
-    for channel in range(3):
-        lookup = np.ascontiguousarray(table[:, :, channel]).ravel()
-        np.take(lookup, rows + image[..., channel], out=out[..., channel])
-    return out
-
-
-# Overlays are photos. libpng's per-row filter "up" (the row above) compresses them about as
-# well as the adaptive default and twice as fast; OpenCV builds before 4.11 lack the setting
-# and keep the default. After filtering, a photo's rows are small residuals that zlib's string
-# matching rarely finds again: Huffman coding alone is 2.1x faster than zlib level 1 on a
-# 1080p overlay and 10% smaller (61 vs 128 ms, 3.0 vs 3.3 MB; level 0 still stores raw).
-_RGB_PNG_PARAMS = [
-    *(
-        [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
-        if hasattr(cv2, "IMWRITE_PNG_FILTER")
-        else []
-    ),
-    cv2.IMWRITE_PNG_STRATEGY,
-    cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
-]
-
-
-def _to_png(image: np.ndarray, compress_level: int) -> bytes:
-    """An (H, W, 3) RGB array as an RGB PNG, through libpng (faster than Pillow's encoder)."""
-    params = [cv2.IMWRITE_PNG_COMPRESSION, compress_level, *_RGB_PNG_PARAMS]
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
-    if not ok:  # pragma: no cover - libpng fails only on invalid input, checked above
-        raise RuntimeError("PNG encoding failed")
-    return encoded.tobytes()
+    # Channel by channel on contiguous planes (cv2 splits and merges the interleaved pixels
+    # at memory speed): a gather into a strided channel of the (H, W, 3) result took twice
+    # as long. The index is intp already, which np.take would otherwise convert to.
+    rows = labels.astype(np.intp) << 8  # label * 256: the start of its row
+    channels: list[np.ndarray] = list(cv2.split(image))
+    planes = [
+        np.take(np.ascontiguousarray(table[:, :, c]).ravel(), rows + channels[c]) for c in range(3)
+    ]
+    return cv2.merge(planes)
 
 
 def semantic_overlay(
@@ -217,7 +170,7 @@ def semantic_overlay(
     if class_map.shape != image.shape[:2] or class_map.dtype != np.uint8:
         raise ValueError(f"class_map {class_map.shape} {class_map.dtype} does not fit the image")
     colours = np.array(_palette(), dtype=np.uint8).reshape(256, 3)
-    return _to_png(_paint(image, class_map, colours, alpha), compress_level)
+    return png.rgb_png(_paint(image, class_map, colours, alpha), compress_level)
 
 
 def instance_overlay(
@@ -236,7 +189,7 @@ def instance_overlay(
     if (result.height, result.width) != image.shape[:2]:
         raise ValueError(f"result {result.height}x{result.width} does not match {image.shape}")
     if not result.instances:
-        return _to_png(image, compress_level)
+        return png.rgb_png(image, compress_level)
     class_ids = [inst.class_id for inst in result.instances]
     # Row k: the colour of instance k's class; row 0 (background) is never painted.
     colours = np.array([(0, 0, 0), *map(_colour, class_ids)], dtype=np.uint8)
@@ -252,4 +205,4 @@ def instance_overlay(
     drawn = draw_bounding_boxes(
         painted.permute(2, 0, 1), boxes, labels=texts, colors=box_colours, width=width
     )
-    return _to_png(np.ascontiguousarray(drawn.permute(1, 2, 0).numpy()), compress_level)
+    return png.rgb_png(np.ascontiguousarray(drawn.permute(1, 2, 0).numpy()), compress_level)

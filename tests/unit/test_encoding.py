@@ -19,7 +19,6 @@ from app.encoding import (
     instance_rle,
     mask_to_rle,
     palette,
-    png_bytes,
     semantic_overlay,
 )
 from app.results import Instance, InstanceResult
@@ -61,13 +60,6 @@ def test_class_map_png_round_trip() -> None:
     assert stored[:768] == palette()
     with pytest.raises(ValueError, match="uint8"):
         class_map_to_png(class_map.astype(np.int32))
-
-
-def test_png_bytes_compress_level_changes_size_not_pixels() -> None:
-    data = np.tile(np.arange(256, dtype=np.uint8), (64, 4))
-    fast, small = png_bytes(Image.fromarray(data), 1), png_bytes(Image.fromarray(data), 9)
-    assert len(small) < len(fast)
-    np.testing.assert_array_equal(np.asarray(_decode(small)), np.asarray(_decode(fast)))
 
 
 def _instance(class_id: int, score: float, mask: np.ndarray, origin: tuple[int, int]) -> Instance:
