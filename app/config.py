@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         description="Intra-op threads for torch; 0 = the CPUs this process may use (its "
         "affinity and cgroup CPU quota, as in a container), or OMP_NUM_THREADS when set.",
     )
+    keep_freed_memory: bool = Field(
+        True,
+        description="Keep the memory a forward frees for the next one (glibc malloc: no mmap, "
+        "no trimming) instead of faulting fresh zeroed pages in on every request: 1.1-1.2x "
+        "on CPU. The process then keeps its peak heap. No effect without glibc.",
+    )
     batch_autotune: bool = Field(
         True,
         description="At warm-up, measure each model's throughput per batch size (powers of 2 "

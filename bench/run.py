@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 import torch
 
+from app.memory import keep_freed_memory
 from bench import raw as raw_bench
 from bench.agreement import agreement
 from bench.baselines.pipeline import PRECISIONS, InstanceCut, ReferencePipeline, decode
@@ -203,6 +204,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--raw-channels-last",
         action="store_true",
         help="run raw in NHWC memory format (a stricter ceiling when the service uses it)",
+    )
+    parser.add_argument(
+        "--raw-keep-freed-memory",
+        action="store_true",
+        help="give raw (this process) the service's SEGSERVE_KEEP_FREED_MEMORY malloc "
+        "options (a stricter ceiling)",
     )
     parser.add_argument(
         "--score-threshold",
@@ -514,6 +521,7 @@ def run_raw(
         measured = {
             "precision": precision,
             "channels_last": args.raw_channels_last,
+            "keeps_freed_memory": args.raw_keep_freed_memory,
             **raw_bench.measure(pipeline, image, sizes, duration_s=settings.raw_duration_s),
         }
     return measured, reference, pipeline
@@ -654,14 +662,21 @@ def run_model(
     )
 
 
+def setup_process(args: argparse.Namespace) -> dict[str, Any]:
+    """This process's torch threads and malloc options (where raw runs); what was set."""
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    kept = keep_freed_memory() if args.raw_keep_freed_memory else False
+    return {"raw_keeps_freed_memory": kept}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     settings = point_settings(args)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     name = args.name or (f"quick-{stamp}" if args.quick else stamp)
     out_dir = RESULTS_DIR / name
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
+    process = setup_process(args)
     command = shlex.join(["python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)])
     results: dict[str, Any] = {
         "meta": {
@@ -675,6 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "seed": args.seed,
                 "device": args.device,
                 "torch_threads": args.torch_threads,
+                **process,
                 "score_threshold": args.score_threshold,
                 "env": dict(args.env),
             },

@@ -4,6 +4,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench import run
 from bench.run import parse_args, plan_for, point_settings, request_for, server_command
 from bench.servers import write_model_toml
 
@@ -130,3 +131,14 @@ def test_server_commands_carry_the_runs_settings(tmp_path: Path) -> None:
     assert litserve.argv[-1] == "--fast-queue"
     assert litserve.health_path == "/health"
     assert len({service.port, naive.port, litserve.port}) == 3
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_raw_can_keep_freed_memory_like_the_service(
+    monkeypatch: pytest.MonkeyPatch, flag: bool
+) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(run, "keep_freed_memory", lambda: calls.append("kept") or True)
+    args = parse_args(["--raw-keep-freed-memory"] if flag else [])
+    assert run.setup_process(args) == {"raw_keeps_freed_memory": flag}
+    assert calls == (["kept"] if flag else [])
