@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.errors import ConfigError
+from app.memory import keep_freed_memory
 from app.predictors.base import check_options, resolve_device
 from app.predictors.repository import ModelSpec, load_repository
 from app.predictors.weights import (
@@ -28,6 +29,8 @@ from app.predictors.weights import (
     spec_weights,
     weights_file_name,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _port(text: str) -> int:
@@ -130,6 +133,10 @@ class _Server(uvicorn.Server):
 def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
     from app.main import create_app
 
+    # First, while this is the only thread that has allocated: the malloc options put every
+    # thread on one heap, which a thread that already has a heap of its own would not join.
+    if settings.keep_freed_memory and not keep_freed_memory():
+        log.info("SEGSERVE_KEEP_FREED_MEMORY: not glibc, memory is managed as usual")
     preflight(settings)
     server: _Server | None = None
 

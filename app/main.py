@@ -17,7 +17,6 @@ from app.api.auth import require_api_key
 from app.api.common import REQUEST_TIMEOUT_HEADER
 from app.config import Settings, get_settings
 from app.errors import ConfigError
-from app.memory import keep_freed_memory
 from app.metrics import ServiceMetrics
 from app.predictors import load_repository
 from app.request_log import REQUEST_ID_HEADER, RequestLogMiddleware, configure_access_log
@@ -32,8 +31,6 @@ RegistryLoader = Callable[[Settings], ModelRegistry]
 def load_registry(settings: Settings) -> ModelRegistry:
     """Read the model repository and load every model onto the device."""
     configure_torch_threads(settings.torch_threads)
-    if settings.keep_freed_memory and not keep_freed_memory():
-        log.info("SEGSERVE_KEEP_FREED_MEMORY: not glibc, memory is managed as usual")
     return ModelRegistry.load(load_repository(settings.models_dir), settings)
 
 

@@ -11,28 +11,33 @@ from types import SimpleNamespace
 
 import pytest
 
-from app import main, memory
+from app import cli, memory
 from app.config import Settings
 
-# malloc, touch and free 64 MB (over glibc's largest mmap threshold) three times, in a fresh
-# process so that the malloc options stay there; print the page faults of the last round.
+# malloc, touch and free 64 MB (over glibc's largest mmap threshold) three times, in the main
+# thread and in a new one, in a fresh process so that the malloc options stay there; print
+# the page faults of the last round of each.
 _SCRIPT = """
-import ctypes, json, resource, sys
+import ctypes, json, resource, sys, threading
 from app.memory import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 size = 64 * 2**20
-def faults():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
-    before = faults()
-    block = libc.malloc(size)  # as torch's CPU allocator does (no huge-page advice)
-    ctypes.memset(block, 1, size)  # every page touched
-    after = faults()
-    libc.free(block)
-print(json.dumps({"kept": kept, "faults": after - before}))
+faults = {}
+def rounds(where):
+    for _ in range(3):
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        block = libc.malloc(size)  # as torch's CPU allocator does (no huge-page advice)
+        ctypes.memset(block, 1, size)  # every page touched
+        faults[where] = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+        libc.free(block)
+rounds("main")
+thread = threading.Thread(target=rounds, args=("thread",))
+thread.start()
+thread.join()
+print(json.dumps({"kept": kept, **faults}))
 """
 
 _PAGES = 64 * 2**20 // 4096
@@ -58,9 +63,10 @@ def _run(mode: str) -> dict[str, object]:
 def test_freed_blocks_are_reused_without_page_faults() -> None:
     default, kept = _run("default"), _run("keep")
     assert default["kept"] is None
-    assert int(default["faults"]) > _PAGES // 2  # type: ignore[call-overload]
     assert kept["kept"] is True
-    assert int(kept["faults"]) < _PAGES // 100  # type: ignore[call-overload]
+    for where in ("main", "thread"):
+        assert int(default[where]) > _PAGES // 2  # type: ignore[call-overload]
+        assert int(kept[where]) < _PAGES // 100  # type: ignore[call-overload]
 
 
 def test_without_glibc_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,20 +94,26 @@ def test_options_refused_report_false(monkeypatch: pytest.MonkeyPatch) -> None:
     libc = SimpleNamespace(gnu_get_libc_version=object(), mallopt=refusing_mallopt)
     monkeypatch.setattr(memory.ctypes, "CDLL", lambda _: libc)
     assert memory.keep_freed_memory() is False
-    assert calls == [(memory.M_MMAP_MAX, 0)]
+    assert calls == [(memory.M_ARENA_MAX, 1)]
 
 
 @pytest.mark.parametrize("setting", [True, False])
-def test_loading_the_models_keeps_freed_memory_when_set(
+def test_serve_keeps_freed_memory_first_when_set(
     monkeypatch: pytest.MonkeyPatch, setting: bool
 ) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(main, "keep_freed_memory", lambda: calls.append("kept") or True)
-    monkeypatch.setattr(main, "configure_torch_threads", lambda _: calls.append("threads"))
-    monkeypatch.setattr(main, "load_repository", lambda _: calls.append("repository") or [])
-    monkeypatch.setattr(main.ModelRegistry, "load", staticmethod(lambda *_: "registry"))
+
+    class Stop(Exception):
+        pass
+
+    def preflight(_: Settings) -> None:
+        calls.append("preflight")
+        raise Stop
+
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("kept") or True)
+    monkeypatch.setattr(cli, "preflight", preflight)
     settings = Settings(_env_file=None, keep_freed_memory=setting)  # type: ignore[call-arg]
-    assert main.load_registry(settings) == "registry"
-    # Before any model is built, so that their weights and first forward use it already.
-    expected = ["threads", "kept", "repository"] if setting else ["threads", "repository"]
-    assert calls == expected
+    with pytest.raises(Stop):
+        cli.cmd_serve(settings, None, None)
+    # Before anything else runs: threads that allocate later then share the one heap.
+    assert calls == (["kept", "preflight"] if setting else ["preflight"])
