@@ -111,8 +111,9 @@ class Settings(BaseSettings):
     keep_freed_memory: bool = Field(
         True,
         description="Keep the memory a forward frees for the next one (glibc malloc, set by "
-        "`segserve serve`: one heap, no mmap, no trimming) instead of faulting fresh zeroed pages in on every request: 1.1-1.2x "
-        "on CPU. The process then keeps its peak heap. No effect without glibc.",
+        "`segserve serve`: one heap, no mmap, no trimming) instead of faulting fresh zeroed "
+        "pages in on every request: 1.1-1.2x on CPU. The process then keeps its peak heap. "
+        "No effect without glibc.",
     )
     batch_autotune: bool = Field(
         True,
