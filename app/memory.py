@@ -4,15 +4,15 @@ glibc serves every block over its mmap threshold (128 kB, rising to at most 32 M
 fresh ``mmap`` and unmaps it when freed, and gives each thread a heap of its own made of
 64 MB pieces that it unmaps when they empty. A forward pass allocates and frees many
 activation tensors that big, so every request faults their pages in again, each page
-zeroed by the kernel first: 62,500 page faults a request for deeplabv3_resnet50 at 640x480
-in the service (250 MB), 6,000 to 7,000 for deeplabv3_mobilenet_v3_large.
+zeroed by the kernel first: in the service, 62,500 page faults a request for deeplabv3_resnet50 at
+640x480 (250 MB) and 6,000 to 7,000 for deeplabv3_mobilenet_v3_large.
 
 With one heap for all threads, no ``mmap`` for large blocks and no trimming, freed blocks
-stay in the heap and the next forward reuses them: under 10 faults a request, and forwards
-1.1x (resnet50) to 1.2x (mobilenet) faster with less variance (docs/PERFORMANCE.md, "Freed
-memory"). The cost: the process keeps the heap its largest request needed. This is what
-swapping in jemalloc or tcmalloc with ``LD_PRELOAD`` buys CPU inference, done with the C
-library the process already has.
+stay in the heap and the next forward reuses them: a few faults a request, forwards up to
+1.05x faster in a thread like the service's and 1.1x to 1.4x in a main thread
+(docs/PERFORMANCE.md, "Freed memory"). The cost: the process keeps the heap its largest
+request needed. This is what swapping in jemalloc or tcmalloc with ``LD_PRELOAD`` buys CPU
+inference, done with the C library the process already has.
 """
 
 from __future__ import annotations
