@@ -131,12 +131,12 @@ class _Server(uvicorn.Server):
 
 
 def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
-    from app.main import create_app
-
     # First, while this is the only thread that has allocated: the malloc options put every
     # thread on one heap, which a thread that already has a heap of its own would not join.
     if settings.keep_freed_memory and not keep_freed_memory():
-        log.info("SEGSERVE_KEEP_FREED_MEMORY: not glibc, memory is managed as usual")
+        log.info("SEGSERVE_KEEP_FREED_MEMORY: malloc is not glibc's or refused the options")
+    from app.main import create_app
+
     preflight(settings)
     server: _Server | None = None
 

@@ -81,6 +81,8 @@ def _png(
     if not 0 <= level <= 9:
         raise ValueError(f"compress level must be 0-9, got {level}")
     height, width = pixels.shape[:2]
+    if not height or not width:
+        raise ValueError(f"a PNG needs at least one pixel, got {width}x{height}")
     rows = pixels.reshape(height, -1).view(np.uint8)
     header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
     chunks = [_SIGNATURE, _chunk(b"IHDR", header)]
@@ -101,6 +103,8 @@ def palette_png(indices: np.ndarray, palette: Sequence[int], level: int = 1) -> 
         raise ValueError(f"indices must be (h, w) uint8, got {indices.shape} {indices.dtype}")
     if len(palette) % 3 or not 3 <= len(palette) <= 768:
         raise ValueError(f"palette must hold 1-256 RGB triples, got {len(palette)} ints")
+    if len(palette) < 768 and indices.size and int(indices.max()) >= len(palette) // 3:
+        raise ValueError(f"index {int(indices.max())} is past the palette's {len(palette) // 3}")
     return _png(indices, _PALETTE, 8, level, palette=palette)
 
 
@@ -109,7 +113,8 @@ def grey_png(values: np.ndarray, level: int = 1, texts: dict[str, str] | None = 
     if values.ndim != 2 or values.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"values must be (h, w) uint8/uint16, got {values.shape} {values.dtype}")
     if values.dtype == np.uint16:
-        return _png(values.astype(">u2"), _GREY, 16, level, texts=texts)  # PNG is big-endian
+        # PNG is big-endian; C order, so that the rows' bytes can be viewed as such.
+        return _png(np.ascontiguousarray(values, dtype=">u2"), _GREY, 16, level, texts=texts)
     return _png(values, _GREY, 8, level, texts=texts)
 
 

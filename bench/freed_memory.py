@@ -2,7 +2,8 @@
 
 The options are process-wide and stay set, so each variant runs in a process of its own:
 the predictor as the service builds it, forwards in a thread other than the main one (as the
-service's batcher runs them), page faults counted by the kernel for that thread. Variants
+service's batcher runs them), page faults counted by the kernel for the whole process
+(torch's intra-op threads touch most of the pages; the process does nothing else). Variants
 alternate over rounds so that drift hits both alike:
 
     .venv/bin/python -m bench.freed_memory [--model deeplabv3_resnet50] [--rounds 3]
@@ -50,12 +51,12 @@ def measure(model: str, keep: bool, forwards: int, size: tuple[int, int]) -> dic
         for _ in range(2):  # warm-up: first-call setup, and the heap grows to its size
             predictor.predict_batch([image], params)
         times = []
-        faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(forwards):
             started = time.perf_counter()
             predictor.predict_batch([image], params)
             times.append(time.perf_counter() - started)
-        faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - faults
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         out.update(
             kept=float(kept),
             faults_per_forward=faults / forwards,

@@ -96,8 +96,9 @@ def test_strided_inputs_are_written_as_their_values() -> None:
     np.testing.assert_array_equal(np.asarray(_pillow(rgb_png(photo))), photo)
     grey = big[..., 1].T
     np.testing.assert_array_equal(np.asarray(_pillow(grey_png(grey))), grey)
-    wide = big[..., 0].astype(np.uint16)[:, ::-1] * 257
-    np.testing.assert_array_equal(np.asarray(_pillow(grey_png(wide))).astype(np.uint16), wide)
+    for wide in (big[..., 0].astype(np.uint16)[:, ::-1] * 257, big[..., 2].astype(np.uint16).T):
+        decoded = np.asarray(_pillow(grey_png(wide))).astype(np.uint16)
+        np.testing.assert_array_equal(decoded, wide)
 
 
 def test_photos_are_up_filtered_and_huffman_coded_masks_unfiltered() -> None:
@@ -145,6 +146,9 @@ def test_texts_are_itxt_chunks_before_the_pixels(text: str) -> None:
         (lambda: rgb_png(np.zeros((2, 2, 4), np.uint8)), "RGB"),
         (lambda: rgb_png(np.zeros((2, 2, 3), np.uint8), 10), "0-9"),
         (lambda: grey_png(np.zeros((2, 2), np.uint8), -1), "0-9"),
+        (lambda: grey_png(np.zeros((2, 0), np.uint8)), "at least one pixel"),
+        (lambda: rgb_png(np.zeros((0, 3, 3), np.uint8)), "at least one pixel"),
+        (lambda: palette_png(np.full((2, 2), 2, np.uint8), [0] * 6), "past the palette"),
     ],
 )
 def test_bad_arguments_say_what_is_wrong(call: object, message: str) -> None:
