@@ -8,8 +8,8 @@ zeroed by the kernel first: in the service, 62,500 page faults a request for dee
 640x480 (250 MB) and 6,000 to 7,000 for deeplabv3_mobilenet_v3_large.
 
 With one heap for all threads, no ``mmap`` for large blocks and no trimming, freed blocks
-stay in the heap and the next forward reuses them: a few faults a request, forwards up to
-1.05x faster in a thread like the service's and 1.1x to 1.4x in a main thread
+stay in the heap and the next forward reuses them: a few faults a request, and forwards
+1.05x (mobilenet) to 1.12x (resnet50) faster in a thread like the service's
 (docs/PERFORMANCE.md, "Freed memory"). The cost: the process keeps the heap its largest
 request needed. This is what swapping in jemalloc or tcmalloc with ``LD_PRELOAD`` buys CPU
 inference, done with the C library the process already has.
