@@ -113,8 +113,7 @@ class Settings(BaseSettings):
         description="Keep the memory a forward frees for the next one (glibc malloc, set by "
         "`segserve serve`: one heap, no mmap, no trimming) instead of faulting fresh zeroed "
         "pages in on every request (deeplabv3_resnet50: 62,500 a request). The process then "
-        "keeps its peak heap. "
-        "No effect without glibc.",
+        "keeps its peak heap. No effect without glibc.",
     )
     batch_autotune: bool = Field(
         True,

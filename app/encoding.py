@@ -142,8 +142,8 @@ def _paint(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: fl
     to uint8), computed once per (label, value, channel) into a table; each pixel is then a
     lookup. That function scatters each mask over a (3, H, W) copy (5 s for a 1080p map with
     60 classes); blending the labelled pixels in float took 120 ms at 1080p, the lookups
-    10 ms. The table has one row per label: at most
-    256 classes, or 1001 instance ids (768 KB).
+    10 ms. The table has one row per label: at most 256 classes, or 1001 instance ids
+    (768 KB).
     """
     keep, paint = np.float32(1 - alpha), np.float32(alpha)
     values = np.arange(256, dtype=np.float32)

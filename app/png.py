@@ -60,7 +60,7 @@ def _filtered(pixels: np.ndarray, filter_type: int) -> np.ndarray:
     height, width = pixels.shape
     rows = np.empty((height, width + 1), dtype=np.uint8)
     rows[:, 0] = filter_type
-    if filter_type == _FILTER_UP and height:
+    if filter_type == _FILTER_UP:  # `_png` refuses images without rows
         rows[0, 1:] = pixels[0]  # the row above the first is zeros
         np.subtract(pixels[1:], pixels[:-1], out=rows[1:, 1:])
     else:
