@@ -134,7 +134,7 @@ class Batcher(Generic[ItemT, ResultT]):
                     NotReady(
                         f"model {self.name!r} is shutting down and this request did not reach "
                         "it within the shutdown grace period (SEGSERVE_SHUTDOWN_GRACE_S)",
-                        headers={"Retry-After": str(self.retry_after_s)},
+                        retry_after_s=self.retry_after_s,
                     )
                 )
         self._pending.clear()
@@ -144,7 +144,7 @@ class Batcher(Generic[ItemT, ResultT]):
         await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def admit(self) -> None:
-        """Raise 503 (NotReady or QueueFull, with Retry-After) unless a new item would fit.
+        """Raise NotReady or QueueFull (with ``retry_after_s``) unless a new item would fit.
 
         Request handlers call it before reading and decoding a body, so that an overloaded
         service refuses at once and spends nothing on work it cannot take; ``submit`` checks
@@ -153,7 +153,7 @@ class Batcher(Generic[ItemT, ResultT]):
         if not self._accepting:
             raise NotReady(
                 f"model {self.name!r} is not accepting requests (starting or shutting down)",
-                headers={"Retry-After": str(self.retry_after_s)},
+                retry_after_s=self.retry_after_s,
             )
         if len(self._pending) >= self.max_queue_size:
             # Callers that timed out or went away keep their slot until the consumer next
@@ -163,7 +163,7 @@ class Batcher(Generic[ItemT, ResultT]):
             raise QueueFull(
                 f"model {self.name!r} has {len(self._pending)} requests queued, the limit is "
                 f"{self.max_queue_size}; retry later",
-                headers={"Retry-After": str(self.retry_after_s)},
+                retry_after_s=self.retry_after_s,
             )
 
     async def submit(self, item: ItemT, *, key: Hashable, timeout_s: float) -> Completed[ResultT]:
@@ -239,7 +239,7 @@ class Batcher(Generic[ItemT, ResultT]):
                         if crashed
                         else NotReady(
                             f"model {self.name!r} stopped",
-                            headers={"Retry-After": str(self.retry_after_s)},
+                            retry_after_s=self.retry_after_s,
                         )
                     )
             self._running = []

@@ -20,15 +20,16 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.errors import ConfigError
 from app.memory import keep_freed_memory
-from app.predictors.base import check_options, resolve_device
+from app.predictors.loading import check_options, resolve_device
 from app.predictors.repository import ModelSpec, load_repository
 from app.predictors.weights import (
+    CheckpointFile,
+    TorchvisionWeights,
     fetch_torchvision_weights,
-    locate_torchvision_weights,
     model_file,
-    spec_weights,
-    weights_file_name,
+    weights_source,
 )
+from app.state import AppState, app_state
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,6 @@ def _selected(specs: list[ModelSpec], names: Sequence[str]) -> list[ModelSpec]:
     return [known[n] for n in names] if names else specs
 
 
-def _needs_torchvision_file(spec: ModelSpec) -> bool:
-    return spec.checkpoint is None and not spec.untrained
-
-
 def preflight(settings: Settings) -> None:
     """Fail fast, with a clear message, on a bad repository, device or missing weights."""
     resolve_device(settings.device)
@@ -83,13 +80,10 @@ def preflight(settings: Settings) -> None:
 _SHED_MARGIN_S = 0.5  # slack for answering and closing connections before the grace ends
 
 
-def _drain_models(app: FastAPI, grace_s: float) -> None:
-    registry = getattr(app.state, "registry", None)
-    if registry is None:
-        return
-    deadline = asyncio.get_running_loop().time() + max(0.0, grace_s - _SHED_MARGIN_S)
-    for model in registry.models.values():
-        model.batcher.drain_by(deadline)
+def _drain_models(state: AppState, grace_s: float) -> None:
+    if state.registry is not None:
+        deadline = asyncio.get_running_loop().time() + max(0.0, grace_s - _SHED_MARGIN_S)
+        state.registry.drain_by(deadline)
 
 
 class _Server(uvicorn.Server):
@@ -107,13 +101,14 @@ class _Server(uvicorn.Server):
         # Readiness turns 503 at the signal, not only once connections have drained.
         app = self.config.app
         if isinstance(app, FastAPI) and not self.should_exit:
-            app.state.draining = True
+            state = app_state(app)
+            state.begin_draining()
             # uvicorn cancels whatever still runs when the grace runs out, which a client
             # sees as a 500. So the batchers start only batches that can finish in time
             # and answer the rest 503 + Retry-After. (This is a signal handler: it only
             # schedules that on the loop.)
             loop = asyncio.get_running_loop()
-            loop.call_soon_threadsafe(_drain_models, app, self.grace_s)
+            loop.call_soon_threadsafe(_drain_models, state, self.grace_s)
         super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
@@ -163,48 +158,41 @@ def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
     server.run()
     # The process ends next. Python's final garbage collection walks every object torch
     # and friends created, which takes seconds on a busy CPU and would eat into the
-    # orchestrator's grace period: freeze them so it skips them (measured: 4.6 s -> 0.4 s).
+    # orchestrator's grace period: freeze them so it skips them (docs/PERFORMANCE.md,
+    # "Shutdown").
     gc.freeze()
-    if app.state.startup_error is not None:
-        print(f"segserve: error: startup failed: {app.state.startup_error}", file=sys.stderr)
+    startup_error = app_state(app).startup_error
+    if startup_error is not None:
+        print(f"segserve: error: startup failed: {startup_error}", file=sys.stderr)
         return 3
     return 0
 
 
 def cmd_fetch(settings: Settings, names: Sequence[str]) -> int:
     for spec in _selected(load_repository(settings.models_dir), names):
-        if not _needs_torchvision_file(spec):
-            kind = "checkpoint" if spec.checkpoint else "untrained"
+        source = weights_source(spec)
+        if not isinstance(source, TorchvisionWeights):
+            kind = "checkpoint" if isinstance(source, CheckpointFile) else "untrained"
             print(f"{spec.name}: nothing to fetch ({kind})")
             continue
-        member = spec_weights(spec)
-        target = settings.weights_dir / weights_file_name(member)
+        target = source.path(settings.weights_dir)
         if target.is_file():
-            locate_torchvision_weights(
-                member, settings.weights_dir, allow_download=False, name=spec.name
-            )
+            source.locate(settings.weights_dir, allow_download=False, model=spec.name)
             print(f"{spec.name}: {target} present, hash ok")
             continue
         try:
-            path = fetch_torchvision_weights(member, settings.weights_dir)
+            path = fetch_torchvision_weights(source.member, settings.weights_dir)
         except Exception as exc:
-            raise ConfigError(f"{spec.name}: download of {member.url} failed: {exc}") from None
+            raise ConfigError(
+                f"{spec.name}: download of {source.member.url} failed: {exc}"
+            ) from None
         print(f"{spec.name}: fetched {path}")
     return 0
 
 
 def cmd_models(settings: Settings) -> int:
     for spec in load_repository(settings.models_dir):
-        if spec.checkpoint is not None:
-            path = settings.weights_dir / spec.checkpoint
-            where = f"checkpoint {path} ({'present' if path.is_file() else 'MISSING'})"
-        elif spec.untrained:
-            where = "untrained (seeded)"
-        else:
-            member = spec_weights(spec)
-            path = settings.weights_dir / weights_file_name(member)
-            state = "present" if path.is_file() else "missing: run `segserve weights fetch`"
-            where = f"torchvision:{type(member).__name__}.{member.name} at {path} ({state})"
+        where = weights_source(spec).describe(settings.weights_dir)
         default = " [default]" if spec.default else ""
         print(f"{spec.name}{default}\t{spec.task}\t{spec.architecture}\t{where}")
     return 0

@@ -13,7 +13,7 @@ Points (where each is called):
   image array);
 - ``infer_batch``: in the inference thread, before the model runs a batch (subject: the list
   of images);
-- ``encode``: before a result is rendered (subject: the model's result).
+- ``encode``: before a result is encoded (subject: the model's result).
 """
 
 from __future__ import annotations

@@ -14,14 +14,15 @@ from app import faults
 from app.api import handlers, health, instances, models, segment
 from app.api import metrics as metrics_route
 from app.api.auth import require_api_key
-from app.api.common import REQUEST_TIMEOUT_HEADER
+from app.api.deadline import REQUEST_TIMEOUT_HEADER
 from app.config import Settings, get_settings
 from app.errors import ConfigError
 from app.metrics import ServiceMetrics
 from app.predictors import load_repository
 from app.request_log import REQUEST_ID_HEADER, RequestLogMiddleware, configure_access_log
 from app.serving import ModelRegistry
-from app.threads import configure_torch_threads
+from app.state import AppState, Lifecycle, app_state
+from app.threads import available_cpus, configure_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +35,25 @@ def load_registry(settings: Settings) -> ModelRegistry:
     return ModelRegistry.load(load_repository(settings.models_dir), settings)
 
 
-async def _start(app: FastAPI, settings: Settings, loader: RegistryLoader) -> None:
-    """Load, warm up and start every model; readiness turns true only at the end."""
+async def _start(state: AppState, loader: RegistryLoader) -> None:
+    """Load, warm up and start every model; the lifecycle turns ready only at the end."""
     # Loading blocks (disk, device transfers): keep it off the event loop.
-    registry = await asyncio.to_thread(loader, settings)
-    app.state.registry = registry
-    app.state.metrics.watch(registry)
-    if settings.warmup:
+    registry = await asyncio.to_thread(loader, state.settings)
+    state.registry = registry
+    state.metrics.watch(registry)
+    if state.settings.warmup:
         await registry.warmup()
     registry.start()
-    registry.ready = True
+    if state.lifecycle is Lifecycle.STARTING:  # not if a SIGTERM came meanwhile
+        state.lifecycle = Lifecycle.READY
     log.info("ready: %s", ", ".join(registry.models))
 
 
 async def wait_until_started(app: FastAPI) -> None:
     """Wait for the background start of the lifespan (raises what it raised)."""
-    await app.state.startup
+    startup = app_state(app).startup
+    assert startup is not None, "the app's lifespan has not begun"
+    await startup
 
 
 def create_app(
@@ -64,35 +68,39 @@ def create_app(
     ``on_startup_failure`` is told when loading or warm-up fails (the CLI stops the server).
     """
     settings = settings or get_settings()
+    state = AppState(settings, ServiceMetrics(lambda: state.registry))
 
-    async def start(app: FastAPI) -> None:
+    async def start() -> None:
         try:
-            await _start(app, settings, loader)
+            await _start(state, loader)
         except Exception as exc:
             log.error("startup failed: %s", exc, exc_info=not isinstance(exc, ConfigError))
-            app.state.startup_error = exc
+            state.lifecycle = Lifecycle.FAILED
+            state.startup_error = exc
             if on_startup_failure is not None:
                 on_startup_failure(exc)
             raise
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Decoding is CPU-bound and a large image briefly takes hundreds of MB: more decodes
+        # at once than CPUs gain nothing and could exhaust memory (the thread pool has 40).
+        state.decode_slots = asyncio.Semaphore(settings.max_concurrent_decodes or available_cpus())
         # Models load in the background so that the process answers /healthz (200) and
         # /readyz (503) while they load, as probes expect; the server binds at once.
-        app.state.startup = asyncio.create_task(start(app), name="segserve-startup")
+        state.startup = asyncio.create_task(start(), name="segserve-startup")
         try:
             yield
         finally:
-            app.state.draining = True
-            if not app.state.startup.done():
-                app.state.startup.cancel()
-            await asyncio.wait([app.state.startup])
-            if not app.state.startup.cancelled():
-                app.state.startup.exception()  # retrieved: start() has logged it
-            registry: ModelRegistry | None = getattr(app.state, "registry", None)
-            if registry is not None:
+            state.begin_draining()
+            if not state.startup.done():
+                state.startup.cancel()
+            await asyncio.wait([state.startup])
+            if not state.startup.cancelled():
+                state.startup.exception()  # retrieved: start() has logged it
+            if state.registry is not None:
                 # Readiness is already false; queued work drains before the threads stop.
-                await registry.stop()
+                await state.registry.stop()
             log.info("stopped")
 
     app = FastAPI(
@@ -101,11 +109,7 @@ def create_app(
         summary="Semantic and instance segmentation with torchvision models, over HTTP.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.registry = None
-    app.state.draining = False  # set on SIGTERM (cli) and at shutdown: readiness turns false
-    app.state.startup_error = None
-    app.state.metrics = ServiceMetrics(lambda: app.state.registry)
+    app.state.service = state
     configure_access_log(settings.log_format)
     handlers.register(app)
     if armed := faults.arm_from_setting(settings.debug_faults):
@@ -126,7 +130,7 @@ def create_app(
             expose_headers=["Server-Timing", "Retry-After", REQUEST_ID_HEADER],
         )
     # Added last, so outermost: it times, ids and logs what CORS answers too.
-    app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestLogMiddleware, metrics=state.metrics)
     app.include_router(health.router)  # open: probes carry no keys
     app.include_router(metrics_route.router)  # open too: scrapers carry no keys
     for module in (segment, instances, models):

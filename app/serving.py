@@ -1,7 +1,7 @@
 """The served models: each predictor with its batcher, looked up by task and name.
 
 :class:`ModelRegistry` is built in the app's lifespan and is the only long-lived state the
-routes see (through ``app.api.deps``).
+routes see of the models (through ``app.api.deps``).
 """
 
 from __future__ import annotations
@@ -31,11 +31,15 @@ ResultT = TypeVar("ResultT")
 
 @dataclass(frozen=True)
 class Job:
+    """One image queued for a model, with its request's parameters."""
+
     image: np.ndarray
     params: Any
 
 
 class ServedModel(Generic[ResultT]):
+    """A predictor behind its own batcher: what a request is queued to."""
+
     def __init__(self, predictor: Predictor[ResultT], settings: Settings) -> None:
         self.predictor = predictor
         self.spec: ModelSpec = predictor.spec
@@ -118,9 +122,10 @@ class ServedModel(Generic[ResultT]):
 
 
 class ModelRegistry:
+    """Every served model by name: lookup by task, warm-up, start, drain and stop."""
+
     def __init__(self, models: Sequence[ServedModel[Any]]) -> None:
         self.models = {m.spec.name: m for m in models}
-        self.ready = False
 
     def get(self, task: Task, name: str | None) -> ServedModel[Any]:
         """The named model of ``task`` (its default when ``name`` is None), else 404."""
@@ -172,6 +177,12 @@ class ModelRegistry:
         for model in self.models.values():
             model.batcher.start()
 
+    def drain_by(self, deadline: float) -> None:
+        """Shutdown: every model refuses new work and runs queued work only while it can
+        finish by ``deadline`` (loop time); see :meth:`app.batching.Batcher.drain_by`."""
+        for model in self.models.values():
+            model.batcher.drain_by(deadline)
+
     async def stop(self) -> None:
-        self.ready = False
+        """Let queued and running work finish, then stop every model's batcher."""
         await asyncio.gather(*(m.batcher.stop() for m in self.models.values()))

@@ -2,7 +2,7 @@
 
 Issue 3 asks that PNG compression, polygon extraction and JSON serialisation stay under 5%
 of end-to-end latency for a 1920x1080 image. This runs the service's own stages in process,
-on the service's own code (decode, predictor, renderers), so the figures have no HTTP noise:
+on the service's own code (decode, predictor, encoders), so the figures have no HTTP noise:
 
     .venv/bin/python -m bench.encoding_share [--precision bf16] [--repeats 3]
 
@@ -26,7 +26,7 @@ from app.config import Settings
 from app.imaging import ImageLimits, decode_image
 from app.predictors import InstanceParams, load_predictor
 from app.predictors.repository import ModelSpec
-from app.rendering import RenderOptions, render_instances, render_semantic
+from app.output.encode import EncodeOptions, encode_instances, encode_semantic
 from app.results import InstanceResult
 from bench.images import jpeg_bytes, photo_like
 from bench.report import RESULTS_DIR, save_json
@@ -74,7 +74,7 @@ def measure(architecture: str, precision: str, repeats: int) -> list[dict[str, A
     params: Any = InstanceParams() if task == "instance" else None
     predictor.predict_batch([image], [params])  # warm-up at this size
     infer_s, (result,) = _median_s(lambda: predictor.predict_batch([image], [params]), repeats)
-    opts = RenderOptions(
+    opts = EncodeOptions(
         model=architecture,
         categories=predictor.categories,
         keep=None,
@@ -89,11 +89,11 @@ def measure(architecture: str, precision: str, repeats: int) -> list[dict[str, A
     for label, fmt, case in cases:
         if task == "semantic":
             encode_s, (body, _) = _median_s(
-                lambda fmt=fmt, case=case: render_semantic(case, image, fmt, opts), repeats
+                lambda fmt=fmt, case=case: encode_semantic(case, image, fmt, opts), repeats
             )
         else:
             encode_s, (body, _) = _median_s(
-                lambda fmt=fmt, case=case: render_instances(case, image, fmt, opts, "polygons"),
+                lambda fmt=fmt, case=case: encode_instances(case, image, fmt, opts, "polygons"),
                 repeats,
             )
         total = decode_s + infer_s + encode_s

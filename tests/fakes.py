@@ -1,4 +1,4 @@
-"""Fake predictors for API and batching tests: the Predictor interface, no torch model.
+"""Fake predictors for API and batching tests: the Predictor protocol, no torch model.
 
 Their outputs are simple functions of the input, so a test can compute what the API must
 answer; `gate` lets a test hold a batch in the model until it says go.
@@ -7,20 +7,24 @@ answer; `gate` lets a test hold a batch in the model until it says go.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from app.predictors import InstanceParams, Predictor
-from app.predictors.repository import ModelSpec
+from app.config import Settings
+from app.predictors import InstanceParams, Predictor, TorchPredictor
+from app.predictors.repository import BatchingSpec, ModelSpec
 from app.results import Instance, InstanceResult, SemanticResult
+from app.serving import ModelRegistry, ServedModel
 
 SEM_CATEGORIES = ["__background__", "bright", "dark", "red"]
 INST_CATEGORIES = ["__background__", "box", "bar"]
 
 
 class FakePredictor:
+    """The Predictor protocol without a network: subclasses compute results from the input."""
+
     source = "untrained"
     device = "cpu"
     precision = "fp32"
@@ -47,7 +51,7 @@ class FakePredictor:
     def default_params(self) -> Any:
         return None
 
-    describe = Predictor.describe  # the real /models entry, from the fake's attributes
+    describe = TorchPredictor.describe  # the real /models entry, from the fake's attributes
 
     def _enter(self, n: int, params: Sequence[Any]) -> None:
         self.params.extend(params)
@@ -122,7 +126,7 @@ def fake_specs() -> tuple[ModelSpec, ModelSpec]:
         architecture="deeplabv3_mobilenet_v3_large",
         weights="none",
         default=True,
-        batching={"max_batch_size": 4, "max_wait_ms": 1},
+        batching=BatchingSpec(max_batch_size=4, max_wait_ms=1),
     )
     inst = ModelSpec(
         name="fake-inst",
@@ -130,6 +134,22 @@ def fake_specs() -> tuple[ModelSpec, ModelSpec]:
         architecture="maskrcnn_resnet50_fpn_v2",
         weights="none",
         default=True,
-        batching={"max_batch_size": 4, "max_wait_ms": 1},
+        batching=BatchingSpec(max_batch_size=4, max_wait_ms=1),
     )
     return sem, inst
+
+
+def fake_registry(settings: Settings, *predictors: Predictor[Any]) -> ModelRegistry:
+    """A registry serving ``predictors`` (fakes, usually) as the app's loader would."""
+    return ModelRegistry([ServedModel(predictor, settings) for predictor in predictors])
+
+
+def fake_loader(*predictors: Predictor[Any]) -> Callable[[Settings], ModelRegistry]:
+    """A ``create_app(loader=...)`` that serves ``predictors``."""
+    return lambda settings: fake_registry(settings, *predictors)
+
+
+def fake_pair() -> tuple[FakeSemantic, FakeInstance]:
+    """The two fakes most tests serve: ``fake-sem`` and ``fake-inst``, both defaults."""
+    sem_spec, inst_spec = fake_specs()
+    return FakeSemantic(sem_spec, SEM_CATEGORIES), FakeInstance(inst_spec, INST_CATEGORIES)

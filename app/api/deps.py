@@ -1,56 +1,67 @@
-"""Dependencies as ``Annotated`` aliases, so handlers read like prose.
+"""Dependency providers and their ``Annotated`` aliases, so handlers read like prose.
 
-The cheap ones are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool,
-a hop that costs more than the work and that every request (503s included) would pay.
+The providers only fetch and hand over: body parsing lives in :mod:`app.api.body`, query
+parameters in :mod:`app.api.params`, the deadline rule in :mod:`app.api.deadline`. The cheap
+ones are ``async def``: FastAPI runs a plain ``def`` dependency in its thread pool, a hop that
+costs more than the work and that every request (503s included) would pay.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: FastAPI reads these signatures at runtime,
+# and the inference dependency's model parameter names a provider local to its factory,
+# which a string annotation could not resolve.
 
-import asyncio
-import base64
-import binascii
-import json
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import Depends, Query, Request
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.types import Message
+from fastapi import Depends, Header, Request
 
-from app import faults
+from app.api import body
+from app.api.deadline import REQUEST_TIMEOUT_HEADER, Deadline, parse_request_timeout
+from app.api.inference import Inference
+from app.api.params import (
+    ClassesQuery,
+    FormatQuery,
+    MinAreaQuery,
+    ModelName,
+    OutputQuery,
+    ToleranceQuery,
+)
 from app.config import Settings
-from app.errors import BadRequest, NotReady, PayloadTooLarge, UnsupportedMediaType
-from app.imaging import ImageLimits, decode_image
+from app.errors import NotReady
+from app.imaging import ImageLimits
 from app.predictors.repository import Task
-from app.readiness import is_ready
 from app.request_log import note_model, note_timer
 from app.serving import ModelRegistry, ServedModel
-from app.threads import available_cpus
+from app.state import AppState, app_state
 from app.timing import StageTimer
 
-RAW_IMAGE_TYPES = frozenset(
-    {"image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream"}
-)
-# Besides any image/*: a missing type (raw bytes), octet-stream, and the two other forms.
-_OTHER_ACCEPTED_TYPES = frozenset(
-    {"", "application/octet-stream", "multipart/form-data", "application/json"}
-)
+
+async def get_app_state(request: Request) -> AppState:
+    return app_state(request.app)
 
 
-async def get_app_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+StateDep = Annotated[AppState, Depends(get_app_state)]
 
 
-async def get_registry(request: Request) -> ModelRegistry:
-    if not is_ready(request.app):
+async def get_app_settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+async def get_registry(state: StateDep) -> ModelRegistry:
+    """The model registry once the service is ready; 503 while starting or draining."""
+    if not state.ready or state.registry is None:
         raise NotReady(
             "the service is not ready (models loading, or shutting down)",
-            headers={"Retry-After": str(request.app.state.settings.retry_after_s)},
+            retry_after_s=state.settings.retry_after_s,
         )
-    registry: ModelRegistry = request.app.state.registry
-    return registry
+    return state.registry
+
+
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 
 
 async def get_timer(request: Request) -> StageTimer:
@@ -59,15 +70,7 @@ async def get_timer(request: Request) -> StageTimer:
     return timer
 
 
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 TimerDep = Annotated[StageTimer, Depends(get_timer)]
-ModelName = Annotated[
-    str | None,
-    Query(
-        description="A served model of this endpoint's task (GET /models); default: its default."
-    ),
-]
 
 
 def _admitted(
@@ -91,152 +94,72 @@ async def instance_model(  # on the loop, where the batcher's queue lives
     return _admitted(request, registry, "instance", model)
 
 
-SemanticModelDep = Annotated[ServedModel[Any], Depends(semantic_model)]
-InstanceModelDep = Annotated[ServedModel[Any], Depends(instance_model)]
+async def output_query(
+    format: FormatQuery = None,
+    classes: ClassesQuery = None,
+    tolerance: ToleranceQuery = 1.0,
+    min_area: MinAreaQuery = 0.0,
+    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> OutputQuery:
+    return OutputQuery(format, classes, tolerance, min_area, accept)
 
 
-# A refused body is not read any further: "Connection: close" makes the server close the
-# connection after the 413 instead of reading (and discarding) the rest to keep it alive.
-_CLOSE = {"Connection": "close"}
+OutputQueryDep = Annotated[OutputQuery, Depends(output_query)]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed ``limit`` bytes.
-
-    A declared ``Content-Length`` over the limit is refused before any byte is read; a
-    chunked body (no length) is counted as it streams and refused at the first chunk that
-    crosses the limit, so at most ``limit`` bytes plus one chunk are ever held.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(
-            f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes "
-            "(SEGSERVE_MAX_BODY_BYTES)",
-            headers=_CLOSE,
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"request body exceeds the limit of {limit} bytes (SEGSERVE_MAX_BODY_BYTES)",
-                headers=_CLOSE,
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-# Replayed to the multipart parser in slices, so a large body never blocks the event loop
-# in one synchronous parse.
-_REPLAY_CHUNK = 1024 * 1024
-
-
-async def _from_multipart(request: Request, body: bytes) -> bytes:
-    offsets = iter(range(0, max(len(body), 1), _REPLAY_CHUNK))
-
-    async def replay() -> Message:
-        start = next(offsets, len(body))
-        end = start + _REPLAY_CHUNK
-        return {"type": "http.request", "body": body[start:end], "more_body": end < len(body)}
-
-    try:
-        # One file part and at most one other field: anything more is refused by the parser
-        # as soon as it is seen, before the parts are stored.
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=1)
-    except Exception as exc:  # python-multipart and Starlette raise several types
-        detail = str(getattr(exc, "detail", None) or exc).rstrip(".")
-        raise BadRequest(
-            f"multipart body refused: {detail}; send one file part named 'image'"
-        ) from None
-    try:
-        unexpected = sorted(name for name in form if name != "image")
-        if unexpected:
-            raise BadRequest(
-                f"multipart field(s) {', '.join(map(repr, unexpected))} are not accepted: "
-                "send one file part named 'image' (query parameters go in the URL)"
-            )
-        field = form.get("image")
-        if field is None:
-            raise BadRequest("multipart body has no file part named 'image'")
-        if not isinstance(field, UploadFile):
-            raise BadRequest(
-                "multipart part 'image' is a text field: send it as a file (a part with a "
-                "filename, as curl -F image=@photo.jpg does)"
-            )
-        return await field.read()
-    finally:
-        await form.close()
-
-
-def _from_json(body: bytes) -> bytes:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON body: {exc}") from None
-    except RecursionError:  # e.g. 100000 nested "[": json's C scanner gives up
-        raise BadRequest("malformed JSON body: nested too deeply") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
-        raise BadRequest('JSON body must be {"image": "<base64 of the image file>"}')
-    encoded = "".join(payload["image"].split())  # `base64` wraps lines by default
-    if encoded.startswith("data:") and "," in encoded:
-        encoded = encoded.split(",", 1)[1]  # tolerate a data URL's prefix
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise BadRequest(f"'image' is not valid base64: {exc}") from None
-
-
-async def image_bytes(request: Request, settings: SettingsDep) -> bytes:
-    """The image file's bytes from any of the three request forms of API.md."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    # Any image/* type is taken as raw bytes (image/jpg is common): the format allowlist is
-    # enforced on the bytes themselves, so image/gif or image/tiff bodies still get 415.
-    is_known = content_type.startswith("image/") or content_type in _OTHER_ACCEPTED_TYPES
-    if not is_known:
-        raise UnsupportedMediaType(
-            f"Content-Type {content_type!r} is not accepted; send multipart/form-data with an "
-            "'image' file, application/json with base64 'image', or the raw bytes as "
-            f"{', '.join(sorted(RAW_IMAGE_TYPES))}"
-        )
-    body = await read_body(request, settings.max_body_bytes)
-    if content_type == "multipart/form-data":
-        data = await _from_multipart(request, body)
-    elif content_type == "application/json":
-        data = await run_in_threadpool(_from_json, body)  # up to the body cap of base64
-    else:
-        data = body
-    if not data:
-        raise BadRequest("the request carries no image (empty body or empty 'image')")
-    return data
-
-
-def _decode_slots(request: Request, settings: Settings) -> asyncio.Semaphore:
-    """The app's decode slots, made on first use (on the event loop, so no race)."""
-    slots: asyncio.Semaphore | None = getattr(request.app.state, "decode_slots", None)
-    if slots is None:
-        slots = asyncio.Semaphore(settings.max_concurrent_decodes or available_cpus())
-        request.app.state.decode_slots = slots
-    return slots
-
-
-async def decoded_image(
-    request: Request,
-    data: Annotated[bytes, Depends(image_bytes)],
+async def request_deadline(
     settings: SettingsDep,
-    timer: TimerDep,
-) -> np.ndarray:
+    timer: TimerDep,  # created here, first, so the deadline counts from the request's arrival
+    x_request_timeout: Annotated[
+        str | None,
+        Header(
+            alias=REQUEST_TIMEOUT_HEADER,
+            description="Seconds this request may take, counted from its arrival (504 after). "
+            "Shortens the server's SEGSERVE_REQUEST_TIMEOUT_S; a longer value is capped to it.",
+        ),
+    ] = None,
+) -> Deadline:
+    return parse_request_timeout(x_request_timeout, settings.request_timeout_s)
+
+
+DeadlineDep = Annotated[Deadline, Depends(request_deadline)]
+
+
+async def decoded_image(request: Request, state: StateDep, timer: TimerDep) -> np.ndarray:
+    """The request's image, read from its body and decoded (see :mod:`app.api.body`)."""
+    settings = state.settings
+    data = await body.image_bytes(request, settings.max_body_bytes)
     limits = ImageLimits(max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
-    with timer.stage("decode"):
-        # Decoding is CPU-bound and a large image briefly takes hundreds of MB: more decodes
-        # at once than CPUs gain nothing and could exhaust memory (the thread pool has 40).
-        async with _decode_slots(request, settings):
-            return await run_in_threadpool(_decode, data, limits)
-
-
-def _decode(data: bytes, limits: ImageLimits) -> np.ndarray:
-    # In the worker thread, so that an injected delay does not stall the event loop.
-    faults.point("decode", data)
-    return decode_image(data, limits)
+    slots = state.decode_slots
+    if slots is None:  # made by the lifespan, which has run before any request
+        raise NotReady("the service is starting", retry_after_s=settings.retry_after_s)
+    return await body.decode(data, limits, slots, timer)
 
 
 ImageDep = Annotated[np.ndarray, Depends(decoded_image)]
+
+
+def _inference_of(
+    model_provider: Callable[..., Awaitable[ServedModel[Any]]],
+) -> Callable[..., Awaitable[Inference]]:
+    """The dependency both inference routes use; its parameters are resolved in order."""
+
+    async def inference(
+        request: Request,
+        # First the model: an unknown one (404) or a full queue (503) is refused before
+        # anything else is checked or read.
+        model: Annotated[ServedModel[Any], Depends(model_provider)],
+        output: OutputQueryDep,
+        # Before the image: a bad header is refused before the body is read and decoded.
+        deadline: DeadlineDep,
+        image: ImageDep,
+        settings: SettingsDep,
+        timer: TimerDep,
+    ) -> Inference:
+        return Inference(request, model, output, deadline, image, settings, timer)
+
+    return inference
+
+
+SemanticInference = Annotated[Inference, Depends(_inference_of(semantic_model))]
+InstanceInference = Annotated[Inference, Depends(_inference_of(instance_model))]

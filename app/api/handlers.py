@@ -14,27 +14,24 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import ServiceError, status_of
+from app.errors import InternalError, InvalidParameter, ServiceError, code_for_status, status_of
 from app.request_log import note_error, request_id_headers
 
 log = logging.getLogger(__name__)
-
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_parameter",
-    503: "not_ready",
-}
 
 
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status, headers=headers)
+
+
+def service_error_response(exc: ServiceError) -> JSONResponse:
+    """The answer to ``exc``: its status from the one table, ``Retry-After`` when it has one."""
+    headers = dict(exc.headers)
+    if exc.retry_after_s is not None:
+        headers["Retry-After"] = str(exc.retry_after_s)
+    return error_response(status_of(exc), exc.code, exc.message, headers)
 
 
 def _describe_validation(errors: list[dict[str, Any]]) -> str:
@@ -50,18 +47,19 @@ def _describe_validation(errors: list[dict[str, Any]]) -> str:
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
     note_error(request, exc.code)
-    return error_response(status_of(exc), exc.code, exc.message, exc.headers)
+    return service_error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    note_error(request, "invalid_parameter")
-    return error_response(422, "invalid_parameter", _describe_validation(list(exc.errors())))
+    error = InvalidParameter(_describe_validation(list(exc.errors())))
+    note_error(request, error.code)
+    return service_error_response(error)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    code = code_for_status(exc.status_code)
     note_error(request, code)
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
@@ -69,12 +67,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     # Sent by Starlette's outermost middleware, past the request log's: add the id here.
-    return error_response(
-        500,
-        "internal_error",
-        "the service failed to handle this request",
-        request_id_headers(request),
+    error = InternalError(
+        "the service failed to handle this request", headers=request_id_headers(request)
     )
+    return service_error_response(error)
 
 
 def register(app: FastAPI) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.api.handlers import error_response
-from app.readiness import is_ready
+from app.api.deps import StateDep
+from app.api.handlers import service_error_response
+from app.errors import NotReady
 from app.schemas import HealthResponse
 
 router = APIRouter(tags=["health"])
@@ -25,12 +26,13 @@ async def live() -> dict[str, str]:
     responses={503: {"description": "Starting or shutting down."}},
 )
 @router.get("/v2/health/ready", response_model=HealthResponse, include_in_schema=False)
-async def ready(request: Request) -> JSONResponse:
-    if not is_ready(request.app):
-        return error_response(
-            503,
-            "not_ready",
-            "models are loading or the service is shutting down",
-            {"Retry-After": str(request.app.state.settings.retry_after_s)},
+async def ready(state: StateDep) -> JSONResponse:
+    if not state.ready:
+        # Answered, not raised: a probe's 503 is the expected answer, not a request error.
+        return service_error_response(
+            NotReady(
+                "models are loading or the service is shutting down",
+                retry_after_s=state.settings.retry_after_s,
+            )
         )
     return JSONResponse({"status": "ready"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from app.metrics import ServiceMetrics
+from app.api.deps import StateDep
 
 router = APIRouter(tags=["operations"])
 
@@ -20,7 +20,6 @@ router = APIRouter(tags=["operations"])
         }
     },
 )
-async def metrics(request: Request) -> Response:
-    service_metrics: ServiceMetrics = request.app.state.metrics
-    body, content_type = service_metrics.render(request.headers.get("accept"))
+async def metrics(request: Request, state: StateDep) -> Response:
+    body, content_type = state.metrics.render(request.headers.get("accept"))
     return Response(body, media_type=content_type)

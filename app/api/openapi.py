@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.errors import errors_with_status
 from app.schemas import ErrorResponse
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
@@ -38,25 +39,24 @@ IMAGE_REQUEST_BODY: dict[str, Any] = {
     }
 }
 
-_ERRORS = {
-    400: "Malformed request (bad multipart, no image field, empty body).",
-    401: "An API key is configured and the request lacks a valid one (WWW-Authenticate).",
-    404: "Unknown model, or a model of the other task.",
-    413: "Body over the byte cap, or image over the pixel/side cap.",
-    415: "Not an image, or a format outside the allowlist.",
-    422: "Invalid query parameter, or an image that cannot be decoded.",
-    500: "A fault of the service.",
-    503: "Queue full or not ready (see Retry-After).",
-    504: "The deadline passed before the result was ready.",
-}
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text} for status, text in _ERRORS.items()
-}
+
+def _description(status: int) -> str:
+    """What an error status means: the first docstring line of each error the table gives it."""
+    errors = [error for error in errors_with_status(status) if error.routed]
+    lines = [(error.__doc__ or "").strip().splitlines()[0] for error in errors]
+    return " ".join(line for line in lines if line)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The documented errors for ``statuses``, for routes that can fail only in some ways."""
-    return {status: ERROR_RESPONSES[status] for status in statuses}
+    """The documented errors for ``statuses`` (which a route can answer is the route's to say;
+    what each status means comes from the error table in :mod:`app.errors`)."""
+    return {
+        status: {"model": ErrorResponse, "description": _description(status)} for status in statuses
+    }
+
+
+# What the inference routes can answer besides 200.
+INFERENCE_ERRORS = error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504)
 
 
 def image_responses(json_model: type, description: str) -> dict[int | str, dict[str, Any]]:
@@ -66,5 +66,5 @@ def image_responses(json_model: type, description: str) -> dict[int | str, dict[
             "description": description,
             "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
         },
-        **ERROR_RESPONSES,
+        **INFERENCE_ERRORS,
     }

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 
-from app.api.common import DeadlineDep, OutputQueryDep, choose_format, infer_and_render
-from app.api.deps import ImageDep, SemanticModelDep, SettingsDep, TimerDep
+from app.api.deps import SemanticInference
+from app.api.inference import infer_and_encode
 from app.api.openapi import IMAGE_REQUEST_BODY, image_responses
-from app.rendering import render_semantic
+from app.api.params import choose_format
+from app.output.encode import encode_semantic
 from app.schemas import SegmentResponse
 
 router = APIRouter(tags=["inference"])
@@ -24,15 +25,9 @@ router = APIRouter(tags=["inference"])
     ),
     openapi_extra=IMAGE_REQUEST_BODY,
 )
-async def segment(
-    model: SemanticModelDep,
-    request: Request,
-    output: OutputQueryDep,
-    deadline: DeadlineDep,  # before the image: a bad header is refused before decoding
-    image: ImageDep,
-    settings: SettingsDep,
-    timer: TimerDep,
-) -> Response:
+async def segment(job: SemanticInference) -> Response:
+    output = job.output
     fmt = choose_format(output.format, output.accept, default="png")
-    render = partial(render_semantic, image=image, fmt=fmt, opts=output.options(model, settings))
-    return await infer_and_render(request, model, image, None, deadline, timer, render)
+    opts = output.options(job.model, job.settings)
+    encode = partial(encode_semantic, image=job.image, fmt=fmt, opts=opts)
+    return await infer_and_encode(job, None, encode)

@@ -1,15 +1,18 @@
-"""Build predictors from the model repository."""
+"""The models behind the service: how each torchvision family is loaded and run.
+
+``protocol`` says what serving needs of a predictor; ``loading`` builds one from the model
+repository (``repository``) and its weights (``weights``); ``base``, ``semantic`` and
+``instance`` run them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-from app.config import Settings
-from app.predictors.base import Predictor, build_model, resolve_device
+from app.predictors.base import TorchPredictor
 from app.predictors.instance import MAX_INSTANCES, InstanceParams, InstancePredictor
-from app.predictors.repository import ModelSpec, load_repository
+from app.predictors.loading import load_predictor
+from app.predictors.protocol import Predictor
+from app.predictors.repository import load_repository
 from app.predictors.semantic import SemanticPredictor
-from app.predictors.weights import resolve_weights
 
 __all__ = [
     "MAX_INSTANCES",
@@ -17,25 +20,7 @@ __all__ = [
     "InstancePredictor",
     "Predictor",
     "SemanticPredictor",
+    "TorchPredictor",
     "load_predictor",
     "load_repository",
 ]
-
-
-def load_predictor(spec: ModelSpec, settings: Settings) -> Predictor[Any]:
-    """Resolve weights, build the architecture and move it to the configured device."""
-    weights = resolve_weights(spec, settings.weights_dir, allow_download=settings.allow_download)
-    model = build_model(spec, weights, seed=settings.seed)
-    device = resolve_device(settings.device)
-    cls = SemanticPredictor if spec.task == "semantic" else InstancePredictor
-    return cls(
-        spec,
-        model,
-        weights,
-        device,
-        precision=spec.precision or settings.precision,
-        channels_last=settings.channels_last if spec.channels_last is None else spec.channels_last,
-        fold_batchnorm=(
-            settings.fold_batchnorm if spec.fold_batchnorm is None else spec.fold_batchnorm
-        ),
-    )

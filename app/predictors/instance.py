@@ -28,7 +28,7 @@ from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, resize_boxes
 
-from app.predictors.base import Predictor
+from app.predictors.base import TorchPredictor
 from app.predictors.masks import paste_and_crop
 from app.predictors.roi_pool import parallelise_roi_pools
 from app.results import Instance, InstanceResult
@@ -51,7 +51,7 @@ def _keep_at_least(threshold: float) -> float:
     return float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
 
 
-class InstancePredictor(Predictor[InstanceResult]):
+class InstancePredictor(TorchPredictor[InstanceResult]):
     task = "instance"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from app.predictors.base import Predictor
+from app.predictors.base import TorchPredictor
 from app.results import SemanticResult
 
 
-class SemanticPredictor(Predictor[SemanticResult]):
+class SemanticPredictor(TorchPredictor[SemanticResult]):
     task = "semantic"
     cudnn_benchmark = True
     bf16_weights_on_cpu = True

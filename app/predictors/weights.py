@@ -1,4 +1,10 @@
-"""Find, verify, download and load weights; never unpickle anything but tensors.
+"""Where a model's parameters come from, and its files: find, verify, download, load.
+
+A model's :data:`WeightsSource` is one of three kinds: :class:`Untrained` (seeded random
+parameters, no file), :class:`CheckpointFile` (a state_dict in the weights directory) or
+:class:`TorchvisionWeights` (a member of the architecture's weights enum). Loading, the
+startup preflight, ``segserve weights fetch`` and ``segserve models`` all ask the source.
+Nothing but tensors is ever unpickled.
 
 Torchvision weights are looked up in the weights directory under torchvision's own file
 names (``deeplabv3_resnet50_coco-cd0a2569.pth``), their SHA-256 checked against the hash prefix
@@ -32,6 +38,8 @@ _HASH_PREFIX = re.compile(r"-([a-f0-9]{6,})\.")
 
 @dataclass(frozen=True)
 class ResolvedWeights:
+    """A model's parameters, loaded: the state_dict, the categories and where they came from."""
+
     state_dict: dict[str, torch.Tensor] | None  # None: untrained, seeded
     categories: list[str]
     source: str  # "torchvision:<Enum>.<MEMBER>", "checkpoint:<file>" or "untrained"
@@ -53,7 +61,8 @@ def _hash_prefix(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def weights_source(member: WeightsEnum) -> str:
+def torchvision_label(member: WeightsEnum) -> str:
+    """How /models and the logs name a torchvision weights member."""
     return f"torchvision:{type(member).__name__}.{member.name}"
 
 
@@ -151,45 +160,114 @@ def locate_torchvision_weights(
         ) from None
 
 
+def _verified(path: Path, sha256: str | None, model: str) -> Path:
+    try:
+        verify_file(path, hash_prefix=None, sha256=sha256)
+    except ConfigError as exc:
+        raise ConfigError(f"model {model!r}: {exc}") from None
+    return path
+
+
+@dataclass(frozen=True)
+class Untrained:
+    """Seeded random parameters (``weights = "none"``): no file, the default categories."""
+
+    architecture: str
+    label = "untrained"
+
+    def locate(self, weights_dir: Path, *, allow_download: bool, model: str) -> Path | None:
+        return None
+
+    def default_categories(self) -> list[str]:
+        return list(weights_member(self.architecture).meta["categories"])
+
+    def describe(self, weights_dir: Path) -> str:
+        return "untrained (seeded)"
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """A state_dict file, relative to the weights directory, optionally pinned by SHA-256."""
+
+    file: str
+    sha256: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"checkpoint:{Path(self.file).name}"
+
+    def locate(self, weights_dir: Path, *, allow_download: bool, model: str) -> Path:
+        path = weights_dir / self.file
+        if not path.is_file():
+            raise ConfigError(
+                f"model {model!r}: checkpoint {path} not found (checkpoint = "
+                f"{self.file!r} is relative to the weights directory {weights_dir})"
+            )
+        return _verified(path, self.sha256, model)
+
+    def default_categories(self) -> None:
+        return None  # a checkpoint's model file must list them (the spec's validator says so)
+
+    def describe(self, weights_dir: Path) -> str:
+        path = weights_dir / self.file
+        return f"checkpoint {path} ({'present' if path.is_file() else 'MISSING'})"
+
+
+@dataclass(frozen=True)
+class TorchvisionWeights:
+    """A member of the architecture's torchvision weights enum, stored under torch.hub's name."""
+
+    member: WeightsEnum
+    sha256: str | None = None
+
+    @property
+    def label(self) -> str:
+        return torchvision_label(self.member)
+
+    def path(self, weights_dir: Path) -> Path:
+        return weights_dir / weights_file_name(self.member)
+
+    def locate(self, weights_dir: Path, *, allow_download: bool, model: str) -> Path:
+        path = locate_torchvision_weights(
+            self.member, weights_dir, allow_download=allow_download, name=model
+        )
+        return _verified(path, self.sha256, model)
+
+    def default_categories(self) -> list[str]:
+        return list(self.member.meta["categories"])
+
+    def describe(self, weights_dir: Path) -> str:
+        path = self.path(weights_dir)
+        state = "present" if path.is_file() else "missing: run `segserve weights fetch`"
+        return f"torchvision:{type(self.member).__name__}.{self.member.name} at {path} ({state})"
+
+
+WeightsSource = Untrained | CheckpointFile | TorchvisionWeights
+
+
+def weights_source(spec: ModelSpec) -> WeightsSource:
+    """Where ``spec``'s parameters come from (the model file's `weights` or `checkpoint`)."""
+    if spec.untrained:
+        return Untrained(spec.architecture)
+    if spec.checkpoint is not None:
+        return CheckpointFile(spec.checkpoint, spec.sha256)
+    return TorchvisionWeights(spec_weights(spec), spec.sha256)
+
+
 def model_file(spec: ModelSpec, weights_dir: Path, *, allow_download: bool) -> Path | None:
     """The verified file ``spec`` loads (None for an untrained model); ConfigError names it.
 
     Checked: torchvision's hash prefix in the file name, and the full ``sha256`` of the model
     file when it gives one, so a tampered file stops startup before anything is unpickled.
     """
-    if spec.untrained:
-        return None
-    if spec.checkpoint is not None:
-        path = weights_dir / spec.checkpoint
-        if not path.is_file():
-            raise ConfigError(
-                f"model {spec.name!r}: checkpoint {path} not found (checkpoint = "
-                f"{spec.checkpoint!r} is relative to the weights directory {weights_dir})"
-            )
-    else:
-        path = locate_torchvision_weights(
-            spec_weights(spec), weights_dir, allow_download=allow_download, name=spec.name
-        )
-    try:
-        verify_file(path, hash_prefix=None, sha256=spec.sha256)
-    except ConfigError as exc:
-        raise ConfigError(f"model {spec.name!r}: {exc}") from None
-    return path
+    return weights_source(spec).locate(weights_dir, allow_download=allow_download, model=spec.name)
 
 
 def resolve_weights(spec: ModelSpec, weights_dir: Path, *, allow_download: bool) -> ResolvedWeights:
     """Where ``spec``'s parameters come from, loaded as a CPU state_dict."""
-    path = model_file(spec, weights_dir, allow_download=allow_download)
-    if path is None:
-        default = weights_member(spec.architecture)
-        return ResolvedWeights(
-            None, spec.categories or list(default.meta["categories"]), "untrained"
-        )
-    if spec.checkpoint is not None:
-        assert spec.categories is not None  # the spec's validator requires them
-        return ResolvedWeights(
-            load_state_dict_file(path), spec.categories, f"checkpoint:{path.name}"
-        )
-    member = spec_weights(spec)
-    categories = spec.categories or list(member.meta["categories"])
-    return ResolvedWeights(load_state_dict_file(path), categories, weights_source(member))
+    source = weights_source(spec)
+    path = source.locate(weights_dir, allow_download=allow_download, model=spec.name)
+    categories = spec.categories or source.default_categories()
+    assert categories is not None  # a checkpoint's spec lists them (its validator requires it)
+    state = None if path is None else load_state_dict_file(path)
+    return ResolvedWeights(state, categories, source.label)

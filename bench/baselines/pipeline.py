@@ -28,7 +28,7 @@ from pycocotools import mask as coco_mask
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.models import get_model_weights
 
-from app.predictors.base import build_model
+from app.predictors.loading import build_model
 from app.predictors.repository import load_spec
 from app.predictors.weights import resolve_weights
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 from app.config import Settings
 from app.main import create_app, wait_until_started
-from app.serving import ModelRegistry, ServedModel
-from tests.fakes import INST_CATEGORIES, SEM_CATEGORIES, FakeInstance, FakeSemantic, fake_specs
+from app.state import app_state
+from tests.fakes import FakeInstance, FakeSemantic, fake_loader, fake_pair
 
 
 class Served:
@@ -32,11 +32,13 @@ class Served:
         self.instance = instance
 
     def app_queue_depth(self) -> int:
-        return int(self.app.state.registry.models["fake-sem"].batcher.queue_depth)
+        registry = app_state(self.app).registry
+        assert registry is not None
+        return int(registry.models["fake-sem"].batcher.queue_depth)
 
 
 def make_settings(**overrides: Any) -> Settings:
-    return Settings(_env_file=None, warmup=False, device="cpu", **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=None, warmup=False, device="cpu", **overrides)
 
 
 @pytest.fixture
@@ -46,14 +48,8 @@ def settings_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 async def served(settings_overrides: dict[str, Any]) -> AsyncIterator[Served]:
-    sem_spec, inst_spec = fake_specs()
-    semantic = FakeSemantic(sem_spec, SEM_CATEGORIES)
-    instance = FakeInstance(inst_spec, INST_CATEGORIES)
-
-    def loader(settings: Settings) -> ModelRegistry:
-        return ModelRegistry([ServedModel(semantic, settings), ServedModel(instance, settings)])  # type: ignore[arg-type]
-
-    app = create_app(make_settings(**settings_overrides), loader=loader)
+    semantic, instance = fake_pair()
+    app = create_app(make_settings(**settings_overrides), loader=fake_loader(semantic, instance))
     async with app.router.lifespan_context(app):
         await wait_until_started(app)
         transport = httpx.ASGITransport(app=app)

@@ -11,6 +11,7 @@ from app.config import Settings
 from app.errors import ConfigError
 from app.main import create_app, wait_until_started
 from app.serving import ModelRegistry
+from app.state import Lifecycle, app_state
 from tests.api.conftest import Served, make_settings
 from tests.fakes import INST_CATEGORIES, SEM_CATEGORIES
 
@@ -64,7 +65,8 @@ async def test_readiness_follows_loading_and_shutdown() -> None:
             loading.set()
             await wait_until_started(app)
             assert (await client.get("/readyz")).status_code == 200
-            app.state.draining = True  # what SIGTERM sets, before connections drain
+            app_state(app).begin_draining()  # what SIGTERM does, before connections drain
+            assert app_state(app).lifecycle is Lifecycle.DRAINING
             assert (await client.get("/v2/health/ready")).status_code == 503
         assert (await client.get("/v2/health/ready")).status_code == 503
 
@@ -85,7 +87,8 @@ async def test_a_failed_start_is_reported_and_never_ready() -> None:
             await wait_until_started(app)
         assert (await client.get("/readyz")).status_code == 503
     assert [str(f) for f in failures] == ["models/x.toml: broken"]
-    assert isinstance(app.state.startup_error, ConfigError)
+    assert isinstance(app_state(app).startup_error, ConfigError)
+    assert app_state(app).lifecycle is Lifecycle.FAILED
 
 
 async def test_openapi_documents_inputs_outputs_and_errors(served: Served) -> None:

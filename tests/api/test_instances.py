@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from app.polygons import polygons_to_mask
+from app.output.polygons import polygons_to_mask
 from app.predictors import InstanceParams
 from tests.api.conftest import Served, encode, sample_image
 from tests.fakes import INST_CATEGORIES, instance_truth

@@ -17,9 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.config import Settings
 from app.main import create_app, wait_until_started
 from app.metrics import ServiceMetrics
-from app.serving import ModelRegistry, ServedModel
+from app.serving import ModelRegistry
 from tests.api.conftest import Served, encode, make_settings, sample_image
-from tests.fakes import SEM_CATEGORIES, FakeSemantic, fake_specs
+from tests.fakes import SEM_CATEGORIES, FakeSemantic, fake_registry, fake_specs
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -275,7 +275,7 @@ async def test_metrics_answer_while_models_load_and_describe_them_once_loaded() 
 
     def loader(settings: Settings) -> ModelRegistry:
         assert loading.wait(10)  # the test decides when loading finishes
-        return ModelRegistry([ServedModel(semantic, settings)])  # type: ignore[arg-type]
+        return fake_registry(settings, semantic)
 
     app = create_app(make_settings(), loader=loader)
     transport = httpx.ASGITransport(app=app)

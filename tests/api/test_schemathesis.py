@@ -23,9 +23,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from app.main import create_app
-from app.serving import ModelRegistry, ServedModel
 from tests.api.conftest import make_settings
-from tests.fakes import INST_CATEGORIES, SEM_CATEGORIES, FakeInstance, FakeSemantic, fake_specs
+from tests.fakes import fake_loader, fake_pair
 
 CHECKS = [
     not_a_server_error,
@@ -37,13 +36,7 @@ CHECKS = [
 
 
 def fake_app(**overrides: Any) -> FastAPI:
-    sem_spec, inst_spec = fake_specs()
-    fakes = [FakeSemantic(sem_spec, SEM_CATEGORIES), FakeInstance(inst_spec, INST_CATEGORIES)]
-
-    def loader(settings: Any) -> ModelRegistry:
-        return ModelRegistry([ServedModel(fake, settings) for fake in fakes])  # type: ignore[arg-type]
-
-    return create_app(make_settings(**overrides), loader=loader)
+    return create_app(make_settings(**overrides), loader=fake_loader(*fake_pair()))
 
 
 def wait_until_ready(app: FastAPI) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.polygons import polygons_to_mask
+from app.output.polygons import polygons_to_mask
 from tests.api.conftest import Served, encode, sample_image
 from tests.fakes import SEM_CATEGORIES, semantic_truth
 

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from app.predictors.base import build_model
+from app.predictors.loading import build_model
 from app.predictors.repository import load_spec
 from app.predictors.weights import resolve_weights
 from bench.baselines.naive_server import create_app

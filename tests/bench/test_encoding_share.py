@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.polygons import mask_to_rings
+from app.output.polygons import mask_to_rings
 from app.results import Instance, InstanceResult
 from bench.encoding_share import smoothed
 

@@ -18,9 +18,8 @@ import pytest
 import uvicorn
 
 from app.main import create_app
-from app.serving import ModelRegistry, ServedModel
 from tests.api.conftest import Served, make_settings
-from tests.fakes import INST_CATEGORIES, SEM_CATEGORIES, FakeInstance, FakeSemantic, fake_specs
+from tests.fakes import fake_loader, fake_pair
 
 CAP = 1024 * 1024
 CHUNK = 64 * 1024
@@ -79,13 +78,7 @@ async def test_a_chunked_body_is_refused_once_past_the_cap(
 
 
 def fake_app_with_cap() -> Any:
-    sem_spec, inst_spec = fake_specs()
-    fakes = [FakeSemantic(sem_spec, SEM_CATEGORIES), FakeInstance(inst_spec, INST_CATEGORIES)]
-
-    def loader(settings: Any) -> ModelRegistry:
-        return ModelRegistry([ServedModel(fake, settings) for fake in fakes])  # type: ignore[arg-type]
-
-    return create_app(make_settings(max_body_bytes=CAP), loader=loader)
+    return create_app(make_settings(max_body_bytes=CAP), loader=fake_loader(*fake_pair()))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.api import deps
+from app.api import body
 from app.imaging import decode_image
 from tests.api.conftest import Served, encode, sample_image
 
@@ -43,7 +43,7 @@ async def test_decodes_are_limited_and_the_rest_wait(
     served: Served, monkeypatch: pytest.MonkeyPatch, most: int
 ) -> None:
     watch = DecodeWatch()
-    monkeypatch.setattr(deps, "decode_image", watch)
+    monkeypatch.setattr(body, "decode_image", watch)
     data = encode(sample_image(24, 16))
     responses = await asyncio.gather(
         *(

@@ -26,6 +26,7 @@ from torchvision.models import get_model
 from app.config import Settings
 from app.main import create_app, wait_until_started
 from app.serving import ModelRegistry
+from app.state import app_state
 from tests.integration.reference import calibrate
 
 SEMANTIC_CATEGORIES = ["__background__", "sky", "road", "tree", "car", "person"]
@@ -147,7 +148,8 @@ class Service:
 
     @property
     def registry(self) -> ModelRegistry:
-        registry: ModelRegistry = self.app.state.registry
+        registry = app_state(self.app).registry
+        assert registry is not None
         return registry
 
 

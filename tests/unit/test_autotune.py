@@ -11,8 +11,8 @@ import pytest
 from app import autotune
 from app.config import Settings
 from app.predictors.repository import ModelSpec
-from app.serving import ModelRegistry, ServedModel
-from tests.fakes import SEM_CATEGORIES, FakeSemantic
+from app.serving import ModelRegistry
+from tests.fakes import SEM_CATEGORIES, FakeSemantic, fake_registry
 
 
 class FakeClock:
@@ -120,9 +120,9 @@ def _spec(max_batch_size: int) -> ModelSpec:
     )
 
 
-def _registry(predictor: Any, **settings: Any) -> ModelRegistry:
+def _registry(predictor: FakeSemantic, **settings: Any) -> ModelRegistry:
     fields: dict[str, Any] = {"device": "cpu", "max_queue_size": 4} | settings
-    return ModelRegistry([ServedModel(predictor, Settings(_env_file=None, **fields))])  # type: ignore[arg-type]
+    return fake_registry(Settings(_env_file=None, **fields), predictor)
 
 
 async def test_warmup_tunes_the_cap_and_models_reports_it() -> None:

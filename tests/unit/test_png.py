@@ -1,4 +1,4 @@
-"""Unit tests for app.png: every kind of PNG it writes, read back by Pillow and by libpng."""
+"""Unit tests for app.output.png: every kind of PNG it writes, read back by Pillow and by libpng."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from app.png import grey_png, palette_png, rgb_png
+from app.output.png import grey_png, palette_png, rgb_png
 
 
 def _pillow(data: bytes) -> PngImagePlugin.PngImageFile:

@@ -1,4 +1,4 @@
-"""Unit tests for app.polygons: exact, literal decoding of every mask."""
+"""Unit tests for app.output.polygons: exact, literal decoding of every mask."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from app.polygons import Polygon, _four_connected_rings, mask_to_polygons, polygons_to_mask
+from app.output.polygons import Polygon, _four_connected_rings, mask_to_polygons, polygons_to_mask
 from tests.masks import random_masks
 
 # ----------------------------------------------------------------------------- helpers

@@ -16,7 +16,7 @@ from app.cli import preflight
 from app.config import Settings
 from app.errors import ConfigError
 from app.predictors import load_predictor
-from app.predictors.base import build_model
+from app.predictors.loading import build_model
 from app.predictors.repository import ModelSpec
 from app.predictors.weights import (
     ResolvedWeights,

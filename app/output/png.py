@@ -1,16 +1,14 @@
 """PNG files from numpy arrays: the masks, class maps and overlays the service returns.
 
 Written here rather than by Pillow or OpenCV to pick, per kind of image, the filter and the
-zlib strategy that suit it, and to compress with zlib-ng, which is 2 to 6 times faster than
-the zlib those libraries bundle (figures in docs/PERFORMANCE.md, "Encoding's share"):
+zlib strategy that suit it, and to compress with zlib-ng, several times faster than the zlib
+those libraries bundle (figures in docs/PERFORMANCE.md, "Encoding's share"):
 
 - masks (class maps, instance ids): no filter, run-length deflate. Their rows are long runs
-  of one value, which RLE codes nearly as small as a full string search (a 1080p class map:
-  29 kB, 26 at level 6) and 6x faster than Pillow's level 1 (0.6 vs 3.6 ms, and 49 kB).
+  of one value, which RLE codes nearly as small as a full string search, and much faster.
 - photos (overlays): filter "up" (each byte minus the one above), Huffman coding only. After
   filtering, a photo's rows are small residuals that string matching rarely finds again:
-  Huffman coding alone is as small, and 2x faster than OpenCV's libpng (a 1080p overlay:
-  17 vs 39 ms).
+  Huffman coding alone is as small, and faster.
 
 Level 1 (the default) uses those fast strategies; 2-9 use zlib's full search at that level
 (smaller, slower); 0 stores the rows uncompressed.

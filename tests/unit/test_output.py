@@ -1,4 +1,4 @@
-"""Unit tests for app.encoding: PNGs, RLE and overlays."""
+"""Unit tests for app.output: mask PNGs, RLE and overlays."""
 
 from __future__ import annotations
 
@@ -11,16 +11,10 @@ from PIL import Image, PngImagePlugin
 from pycocotools import mask as coco_mask
 from torchvision.utils import draw_segmentation_masks
 
-from app.encoding import (
-    class_map_to_png,
-    instance_map,
-    instance_map_to_png,
-    instance_overlay,
-    instance_rle,
-    mask_to_rle,
-    palette,
-    semantic_overlay,
-)
+from app.output.maps import class_map_to_png, instance_map, instance_map_to_png
+from app.output.overlay import instance_overlay, semantic_overlay
+from app.output.palette import palette
+from app.output.rle import instance_rle, mask_to_rle
 from app.results import Instance, InstanceResult
 from tests.masks import random_masks
 

@@ -1,4 +1,4 @@
-"""Masks as polygons (API.md, "Polygons"), with the reference decoder.
+"""Masks as polygons (docs/api.md, "Polygons"), with the reference decoder.
 
 One polygon per 8-connected part of a mask; ring 0 runs through the centres of the part's
 outermost pixels, every other ring through the centres of a hole's outermost pixels (a hole:

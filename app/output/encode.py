@@ -1,6 +1,7 @@
-"""Turn predictor results into response bodies (PNG, JSON, overlay) as API.md specifies.
+"""The encode stage: predictor results into response bodies (PNG, JSON, overlay).
 
-Runs in the thread pool: polygon extraction and PNG compression are CPU work.
+The formats are specified in docs/api.md. Runs in the thread pool: polygon extraction and
+PNG compression are CPU work.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from app import encoding
-from app.polygons import mask_to_rings
+from app.output.maps import class_map_to_png, instance_map, instance_map_to_png
+from app.output.overlay import instance_overlay, semantic_overlay
+from app.output.polygons import mask_to_rings
+from app.output.rle import instance_rle
 from app.results import InstanceResult, SemanticResult
 
 OutputFormat = Literal["png", "json", "overlay"]
@@ -23,7 +26,9 @@ JSON = "application/json"
 
 
 @dataclass(frozen=True)
-class RenderOptions:
+class EncodeOptions:
+    """What the request asked of its output, beyond the format."""
+
     model: str
     categories: list[str]
     keep: Collection[int] | None  # class ids to keep (None: all); instances filter in the model
@@ -38,7 +43,7 @@ def _json(payload: Any) -> bytes:
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def semantic_json(result: SemanticResult, opts: RenderOptions) -> dict[str, Any]:
+def semantic_json(result: SemanticResult, opts: EncodeOptions) -> dict[str, Any]:
     class_map = result.class_map
     counts = np.bincount(class_map.ravel(), minlength=len(opts.categories))
     segments = []
@@ -59,20 +64,18 @@ def semantic_json(result: SemanticResult, opts: RenderOptions) -> dict[str, Any]
     return {"model": opts.model, "width": width, "height": height, "segments": segments}
 
 
-def render_semantic(
-    result: SemanticResult, image: np.ndarray, fmt: OutputFormat, opts: RenderOptions
+def encode_semantic(
+    result: SemanticResult, image: np.ndarray, fmt: OutputFormat, opts: EncodeOptions
 ) -> tuple[bytes, str]:
     if fmt == "png":
-        return encoding.class_map_to_png(result.class_map, opts.compress_level), PNG
+        return class_map_to_png(result.class_map, opts.compress_level), PNG
     if fmt == "overlay":
-        return encoding.semantic_overlay(
-            image, result.class_map, compress_level=opts.compress_level
-        ), PNG
+        return semantic_overlay(image, result.class_map, compress_level=opts.compress_level), PNG
     return _json(semantic_json(result, opts)), JSON
 
 
 def instance_records(
-    result: InstanceResult, opts: RenderOptions, mask_encoding: MaskEncoding | None
+    result: InstanceResult, opts: EncodeOptions, mask_encoding: MaskEncoding | None
 ) -> list[dict[str, Any]]:
     """The JSON instance list; ``mask_encoding=None`` leaves masks out (the PNG text chunk)."""
     records = []
@@ -91,27 +94,27 @@ def instance_records(
                 inst.mask, opts.tolerance, opts.min_area, offset=inst.origin
             )
         if mask_encoding in ("rle", "both"):
-            record["rle"] = encoding.instance_rle(inst, result.height, result.width)
+            record["rle"] = instance_rle(inst, result.height, result.width)
         records.append(record)
     return records
 
 
-def render_instances(
+def encode_instances(
     result: InstanceResult,
     image: np.ndarray,
     fmt: OutputFormat,
-    opts: RenderOptions,
+    opts: EncodeOptions,
     mask_encoding: MaskEncoding,
 ) -> tuple[bytes, str]:
     if fmt == "png":
         text = _json(instance_records(result, opts, None)).decode()
-        id_map = encoding.instance_map(result)
-        return encoding.instance_map_to_png(id_map, text, opts.compress_level), PNG
+        id_map = instance_map(result)
+        return instance_map_to_png(id_map, text, opts.compress_level), PNG
     if fmt == "overlay":
-        png = encoding.instance_overlay(
+        overlay = instance_overlay(
             image, result, opts.categories, compress_level=opts.compress_level
         )
-        return png, PNG
+        return overlay, PNG
     payload = {
         "model": opts.model,
         "width": result.width,

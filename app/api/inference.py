@@ -1,0 +1,98 @@
+"""Infer, then encode: queue the image for its model, encode the result off the event loop,
+time every stage, and give up when the client disconnects or the deadline passes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app import faults
+from app.api.deadline import Deadline
+from app.api.params import OutputQuery
+from app.batching import Completed
+from app.config import Settings
+from app.errors import DeadlineExceeded
+from app.serving import ServedModel
+from app.timing import StageTimer
+
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSED_REQUEST = 499
+
+
+@dataclass(frozen=True)
+class Inference:
+    """One inference request, resolved: its model (admitted), output options, deadline and
+    decoded image, with the settings and the request's stage timer."""
+
+    request: Request
+    model: ServedModel[Any]
+    output: OutputQuery
+    deadline: Deadline
+    image: np.ndarray
+    settings: Settings
+    timer: StageTimer
+
+
+async def _client_gone(request: Request) -> None:
+    """Return once the client disconnects (the ASGI `http.disconnect` message)."""
+    # The body has been read by now, so the next message the server sends is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _infer_unless_abandoned(
+    request: Request, model: ServedModel[Any], image: np.ndarray, params: Any, timeout_s: float
+) -> Completed[Any] | None:
+    """The model's result, or None when the client disconnected first.
+
+    Leaving cancels the queued entry, so an abandoned request costs no model time unless its
+    batch has already started.
+    """
+    inference = asyncio.ensure_future(model.infer(image, params, timeout_s))
+    watcher = asyncio.ensure_future(_client_gone(request))
+    try:
+        await asyncio.wait([inference, watcher], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (inference, watcher):
+            task.cancel()
+    if not inference.done() or inference.cancelled():
+        return None
+    return inference.result()
+
+
+async def infer_and_encode(
+    job: Inference, params: Any, encode: Callable[[Any], tuple[bytes, str]]
+) -> Response:
+    """Queue the image for the model, encode its result off the loop, time every stage."""
+    request, model, deadline, timer = job.request, job.model, job.deadline, job.timer
+    try:
+        done = await _infer_unless_abandoned(
+            request, model, job.image, params, timer.remaining(deadline.seconds)
+        )
+    except DeadlineExceeded:
+        raise DeadlineExceeded(
+            f"no result within the request timeout of {deadline.seconds:g} s "
+            f"({deadline.source}), counted from the request's arrival"
+        ) from None
+    if done is None:
+        log.info("client disconnected while its request waited for %s", model.spec.name)
+        # Nobody reads this; 499 is the usual "client closed request" for logs and metrics.
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    timer.record("queue", done.queue_s)
+    timer.record("infer", done.infer_s)
+    with timer.stage("encode"):
+        body, media_type = await run_in_threadpool(_encode, encode, done.result)
+    return Response(body, media_type=media_type, headers={"Server-Timing": timer.header()})
+
+
+def _encode(encode: Callable[[Any], tuple[bytes, str]], result: Any) -> tuple[bytes, str]:
+    faults.point("encode", result)
+    return encode(result)
