@@ -3,7 +3,7 @@
 It knows nothing about torch. Callers submit an item with a *group key*; a batch only holds
 items of one key (for the models here: images the network sees at the same shape), so an
 image's result does not depend on its neighbours, up to float rounding: CPU/GPU kernels may
-sum in a different order for another batch size (measured: scores within 1e-5).
+sum in a different order for another batch size (docs/PERFORMANCE.md gives the spread).
 
 Single-event-loop invariant: ``submit``, ``stop`` and the consumer task run on the same
 asyncio loop, and only they touch ``_pending`` and the futures, so no locks are needed. The
@@ -36,6 +36,8 @@ ResultT = TypeVar("ResultT")
 
 @dataclass(frozen=True)
 class Completed(Generic[ResultT]):
+    """An item's result, with how long it queued and ran, and its batch's size."""
+
     result: ResultT
     queue_s: float  # from submit to the start of its batch
     infer_s: float  # the batch's run time
@@ -44,6 +46,8 @@ class Completed(Generic[ResultT]):
 
 @dataclass(eq=False)
 class _Entry(Generic[ItemT, ResultT]):
+    """A queued item: its group key, deadline and the future its caller awaits."""
+
     item: ItemT
     key: Hashable
     deadline: float  # loop.time() by which the result is needed
@@ -52,6 +56,8 @@ class _Entry(Generic[ItemT, ResultT]):
 
 
 class Batcher(Generic[ItemT, ResultT]):
+    """A bounded queue of futures with one consumer that runs batches of one key."""
+
     def __init__(
         self,
         run_batch: Callable[[Sequence[ItemT]], list[ResultT]],

@@ -289,8 +289,8 @@ def _to_array(rgb: Image.Image, *spent: Image.Image) -> npt.NDArray[np.uint8]:
     """``rgb`` as a fresh, writable (H, W, 3) array; closes ``rgb`` and ``spent``.
 
     Copied in strips: ``tobytes()`` of a whole image (as ``np.array(image)`` does) holds
-    two packed copies at once besides the image, so a 36 Mpx decode would peak ~100 MB
-    higher than the image plus the array this keeps it to.
+    two packed copies at once besides the image: a peak about one image's size above the
+    image plus the array, which strips keep it to (docs/PERFORMANCE.md has the figure).
     """
     width, height = rgb.size
     for image in spent:

@@ -111,6 +111,8 @@ def endpoint_of(scope: Scope) -> str:
 
 
 class RequestLogMiddleware:
+    """Gives each request an id, times it, and writes its log line and metrics."""
+
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics | None = None) -> None:
         self.app = app
         self.metrics = metrics
@@ -197,6 +199,8 @@ def text_line(fields: Mapping[str, Any]) -> str:
 
 
 class _TextLine:
+    """A request's log line as `key=value` text."""
+
     __slots__ = ("fields",)
 
     def __init__(self, fields: Mapping[str, Any]) -> None:

@@ -13,11 +13,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class SemanticResult:
+    """The class map of one image."""
+
     class_map: np.ndarray  # (H, W) uint8, class index per pixel, in the input's frame
 
 
 @dataclass(frozen=True)
 class Instance:
+    """One detected object: class, score, box and its mask crop."""
+
     class_id: int
     score: float
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels of the input
@@ -41,6 +45,8 @@ class Instance:
 
 @dataclass(frozen=True)
 class InstanceResult:
+    """The instances of one image, highest score first, with the image's size."""
+
     height: int
     width: int
     instances: list[Instance]  # sorted by score, highest first

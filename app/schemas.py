@@ -12,15 +12,21 @@ Polygon = list[Ring]
 
 
 class ErrorDetail(BaseModel):
+    """What went wrong: a snake_case code and a message saying why."""
+
     code: str = Field(description="snake_case error code, e.g. `payload_too_large`.")
     message: str = Field(description="What went wrong and why, with the limit and the value given.")
 
 
 class ErrorResponse(BaseModel):
+    """The body of every error answer."""
+
     error: ErrorDetail
 
 
 class Segment(BaseModel):
+    """One class present in the image, with its polygons."""
+
     label: str = Field(description="The class's name in the model's categories.")
     class_id: int = Field(description="Index of the class in the model's categories.")
     area: int = Field(description="Number of pixels of this class.")
@@ -31,6 +37,8 @@ class Segment(BaseModel):
 
 
 class SegmentResponse(BaseModel):
+    """POST /segment's JSON answer."""
+
     model: str = Field(description="The model that produced the result.")
     width: int = Field(description="Width of the (EXIF-oriented) input in pixels.")
     height: int = Field(description="Height of the (EXIF-oriented) input in pixels.")
@@ -38,11 +46,15 @@ class SegmentResponse(BaseModel):
 
 
 class Rle(BaseModel):
+    """A mask in COCO's compressed run-length encoding."""
+
     size: list[int] = Field(description="[height, width] of the mask.")
     counts: str = Field(description="COCO compressed RLE string (pycocotools).")
 
 
 class InstanceOut(BaseModel):
+    """One detected instance in POST /instances' JSON answer."""
+
     label: str = Field(description="The class's name in the model's categories.")
     class_id: int = Field(description="Index of the class in the model's categories.")
     score: float = Field(description="Detection confidence in [0, 1].")
@@ -55,6 +67,8 @@ class InstanceOut(BaseModel):
 
 
 class InstancesResponse(BaseModel):
+    """POST /instances' JSON answer."""
+
     model: str = Field(description="The model that produced the result.")
     width: int = Field(description="Width of the (EXIF-oriented) input in pixels.")
     height: int = Field(description="Height of the (EXIF-oriented) input in pixels.")
@@ -62,6 +76,8 @@ class InstancesResponse(BaseModel):
 
 
 class BatchTuningInfo(BaseModel):
+    """What the batch-size autotune measured and chose at warm-up."""
+
     configured_max_batch_size: int = Field(description="The cap from the model's TOML.")
     chosen_max_batch_size: int = Field(description="The cap kept after measuring.")
     images_per_s: dict[str, float] = Field(description="Measured throughput per batch size.")
@@ -69,6 +85,8 @@ class BatchTuningInfo(BaseModel):
 
 
 class BatchingInfo(BaseModel):
+    """How a model's requests are batched."""
+
     max_batch_size: int = Field(description="Most images in one forward pass.")
     max_wait_ms: float = Field(description="How long a batch waits to fill.")
     max_queue_size: int = Field(description="Requests queued before 503.")
@@ -78,6 +96,8 @@ class BatchingInfo(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    """One served model, as GET /models describes it."""
+
     model_config = {"protected_namespaces": ()}
 
     name: str = Field(description="Name to pass as `model=`.")
@@ -106,8 +126,12 @@ class ModelInfo(BaseModel):
 
 
 class ModelsResponse(BaseModel):
+    """GET /models' answer."""
+
     models: list[ModelInfo]
 
 
 class HealthResponse(BaseModel):
+    """The answer of the health probes."""
+
     status: str = Field(description="`ok`, `ready`, or why not.")

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 
 
 class StageTimer:
+    """Per-request stage timings, sent back in `Server-Timing`."""
+
     def __init__(self) -> None:
         self.started = time.perf_counter()  # when the request's handling began
         self.seconds: dict[str, float] = {}

@@ -1,14 +1,15 @@
 """Run a semantic network in bf16 weights on CPU, instead of under autocast.
 
 CPU autocast keeps some ops in fp32 (means, upsampling, a concatenation of mixed inputs) and
-casts the activations to fp32 and back around each of them. In DeepLabV3 that is about 5% of a
-forward pass (the ASPP pooling's 2048-channel input alone is cast and read twice). With the
+casts the activations to fp32 and back around each of them: a share of every forward pass
+(the ASPP pooling's 2048-channel input alone is cast and read twice; figures in
+docs/PERFORMANCE.md, "Why the code is the way it is"). With the
 weights and the input in bf16, every op runs in bf16 and accumulates in fp32 inside its
 kernel, as oneDNN's convolutions do under autocast too.
 
 One more op is swapped: ``nn.AdaptiveAvgPool2d(1)`` (ASPP pooling, LR-ASPP, MobileNetV3's
 squeeze-excitation) calls ``mean``, which on a bf16 channels-last tensor first copies it to
-fp32; the pooling kernel itself reads bf16 directly (20 ms -> 1 ms on DeepLabV3's ASPP input).
+fp32; the pooling kernel itself reads bf16 directly, an order of magnitude faster.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 In eval mode a BatchNorm is a fixed per-channel affine map, so ``bn(conv(x))`` equals one
 convolution with rescaled weights and a bias: the same values up to float rounding, and one
-pass over each activation tensor fewer (about 1.1x on deeplabv3_resnet50 on CPU, measured in
-bench/speedups.py). This is what inference compilers (TensorRT, ONNX Runtime, inductor's
+pass over each activation tensor fewer (bench/speedups.py measures the gain; figures in
+docs/PERFORMANCE.md). This is what inference compilers (TensorRT, ONNX Runtime, inductor's
 freezing) do first.
 
 Only pairs known to run back to back are folded: consecutive children of an ``nn.Sequential``

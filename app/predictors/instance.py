@@ -36,6 +36,8 @@ from app.results import Instance, InstanceResult
 
 @dataclass(frozen=True)
 class InstanceParams:
+    """The per-request options of /instances, applied inside the model."""
+
     score_threshold: float = 0.5
     mask_threshold: float = 0.5
     max_instances: int = 100
@@ -46,12 +48,14 @@ MAX_INSTANCES = 1000  # the most a request may ask for
 
 
 def _keep_at_least(threshold: float) -> float:
-    """The float32 just below ``threshold``: torchvision keeps ``score > thresh``, API.md
+    """The float32 just below ``threshold``: torchvision keeps ``score > thresh``, docs/api.md
     keeps ``score >= threshold``."""
     return float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))
 
 
 class InstancePredictor(TorchPredictor[InstanceResult]):
+    """Mask R-CNN: list batching, thresholds pushed into the model, masks cropped on the device."""
+
     task = "instance"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

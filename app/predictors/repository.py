@@ -39,6 +39,8 @@ def builders_for(task: Task) -> list[str]:
 
 class BatchingSpec(BaseModel):
     # strict: TOML has real types, so `default = "yes"` is a mistake, not a true.
+    """A model file's `[batching]` table."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
 
     max_batch_size: int = Field(8, ge=1, le=256, description="Most images in one forward pass.")
@@ -48,6 +50,8 @@ class BatchingSpec(BaseModel):
 
 
 class ModelSpec(BaseModel):
+    """One model file of the repository (`models/NAME.toml`), validated."""
+
     model_config = ConfigDict(extra="forbid", strict=True, protected_namespaces=())
 
     name: str = Field(description="The TOML file's stem.")
@@ -155,5 +159,5 @@ def load_repository(models_dir: Path) -> list[ModelSpec]:
                 f"{models_dir}: default = true in more than one {task} model: {', '.join(defaults)}"
             )
         if of_task and not defaults:
-            of_task[0].default = True  # the first by file name: documented in the README
+            of_task[0].default = True  # the first by file name: documented in docs/models.md
     return specs

@@ -24,6 +24,8 @@ from app.results import SemanticResult
 
 
 class SemanticPredictor(TorchPredictor[SemanticResult]):
+    """DeepLabV3, FCN, LR-ASPP: preset transforms, forward, upsample and argmax on the device."""
+
     task = "semantic"
     cudnn_benchmark = True
     bf16_weights_on_cpu = True

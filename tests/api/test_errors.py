@@ -1,4 +1,4 @@
-"""Bad input and overload get the status API.md names, in the JSON error shape."""
+"""Bad input and overload get the status docs/api.md names, in the JSON error shape."""
 
 from __future__ import annotations
 

@@ -127,7 +127,7 @@ def test_at_three_times_capacity_a_real_server_rejects_with_fast_503s(tmp_path: 
         latencies = sorted(seconds for *_, seconds in rejected)
         ms = [round(s * 1000) for s in latencies]
         print(f"rejections of {len(ms)} concurrent requests: {ms} ms")
-        # The target is 50 ms (met on a quiet machine: see the README); the bound here leaves
+        # The target is 50 ms (met on a quiet machine: see docs/api.md); the bound here leaves
         # room for a busy CI runner and still tells "refused at once" from "waited for the
         # model" (2 s).
         assert latencies[-1] < 0.25, f"rejections took {ms} ms"

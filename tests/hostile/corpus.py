@@ -1,7 +1,7 @@
 """A hostile-image corpus, generated in memory: no binary fixture is checked in.
 
 Every :class:`Case` is the bytes of one uploaded file, the media type a client claims for
-it, and the status and error code API.md names for it. The expected outcome does not
+it, and the status and error code docs/api.md names for it. The expected outcome does not
 depend on the request form (multipart, raw body, base64 JSON) nor on the endpoint: the
 same bytes get the same answer everywhere.
 

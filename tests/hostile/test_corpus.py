@@ -1,6 +1,6 @@
 """Every hostile case, in every request form, to both inference endpoints.
 
-Each test asserts the exact status (and error code) API.md names, that no answer is a 5xx,
+Each test asserts the exact status (and error code) docs/api.md names, that no answer is a 5xx,
 and that the same server then answers a fixed normal request with the very same bytes it
 gave before the hostile one.
 """

@@ -42,7 +42,7 @@ async def post_instances(service: Any, data: bytes, **params: Any) -> Any:
 
 
 def reference_id_map(ref: InstanceReference, kept: list[int], mask_threshold: float) -> np.ndarray:
-    """API.md's id map from the reference: pixel k = the k-th instance, earliest on top."""
+    """docs/api.md's id map from the reference: pixel k = the k-th instance, earliest on top."""
     ids = np.zeros(ref.probs.shape[1:], dtype=np.uint8)
     for k in range(len(kept), 0, -1):
         ids[ref.probs[kept[k - 1]] > mask_threshold] = k

@@ -26,7 +26,7 @@ SIZES = [(37, 53), (64, 48), (90, 61)]
 
 
 def request_forms(data: bytes) -> list[dict[str, Any]]:
-    """The three ways API.md accepts an image, as httpx keyword arguments."""
+    """The three ways docs/api.md accepts an image, as httpx keyword arguments."""
     return [
         {"content": data, "headers": {"content-type": "image/png"}},
         {"files": {"image": ("image.png", data, "image/png")}},
