@@ -19,11 +19,15 @@ from app.predictors import load_predictor
 from app.predictors.loading import build_model
 from app.predictors.repository import ModelSpec
 from app.predictors.weights import (
+    CheckpointFile,
     ResolvedWeights,
+    TorchvisionWeights,
+    Untrained,
     load_state_dict_file,
     locate_torchvision_weights,
     resolve_weights,
     verify_file,
+    weights_source,
 )
 
 
@@ -284,3 +288,28 @@ def test_preflight_stops_on_a_tampered_pinned_file_naming_it(tmp_path: Path) -> 
 def test_a_bad_sha256_in_the_model_file_is_refused(fields: dict[str, str], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         lraspp_spec(**fields)
+
+
+def test_each_kind_of_source_says_where_its_parameters_come_from(tmp_path: Path) -> None:
+    untrained = weights_source(lraspp_spec(weights="none"))
+    assert isinstance(untrained, Untrained)
+    assert untrained.locate(tmp_path, allow_download=True, model="seg") is None
+    assert untrained.label == "untrained"
+    assert untrained.default_categories()[0] == "__background__"
+
+    checkpoint = weights_source(lraspp_spec(checkpoint="mine.pth", categories=["bg", "x"]))
+    assert checkpoint == CheckpointFile("mine.pth", None)
+    assert checkpoint.label == "checkpoint:mine.pth"
+    assert "MISSING" in checkpoint.describe(tmp_path)
+    (tmp_path / "mine.pth").write_bytes(b"")
+    assert checkpoint.locate(tmp_path, allow_download=False, model="seg") == tmp_path / "mine.pth"
+
+    published = weights_source(lraspp_spec())
+    assert isinstance(published, TorchvisionWeights)
+    assert (
+        published.label == "torchvision:LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1"
+    )
+    assert published.path(tmp_path).name.startswith("lraspp_mobilenet_v3_large-")
+    assert "missing: run `segserve weights fetch`" in published.describe(tmp_path)
+    with pytest.raises(ConfigError, match="segserve weights fetch seg"):
+        published.locate(tmp_path, allow_download=False, model="seg")
