@@ -2,7 +2,9 @@
 #
 #   make venv           create .venv (python3 -m venv) and install into it if needed (= install)
 #   make serve          install if needed, then run the service (SEGSERVE_* settings apply)
-#   make test           install if needed, lint, then the whole test suite
+#   make test           install if needed, lint, then the whole test suite (what CI runs)
+#   make test-fast      the inner loop: all but integration/e2e tests, no lint (~100 s, 2 cores)
+#   make docs           regenerate docs/configuration.md and .env.example from app/config.py
 #   make lint / format  ruff check + ruff format --check + mypy / fix what ruff can
 #   make lint-deploy    validate Dockerfile, docker-compose.yml, deploy/k8s offline (in lint)
 #   make models         list the model repository and where each model's weights come from
@@ -30,6 +32,7 @@ VENV           ?= .venv
 TORCH_SPEC     ?= torch==2.14.1 torchvision==0.29.1
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS    ?=
+FAST_TESTS     ?= tests/unit tests/api tests/hostile tests/deploy tests/docs tests/bench
 SERVE_ARGS     ?=
 BENCH_ARGS     ?=
 MODELS         ?=
@@ -41,11 +44,11 @@ INSTALL_ID := $(strip $(TORCH_SPEC) $(TORCH_PIP_ARGS))
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv install reinstall serve test lint lint-deploy format bench models fetch-weights \
-        clean distclean FORCE
+.PHONY: help venv install reinstall serve test test-fast lint lint-deploy format docs bench models \
+        fetch-weights clean distclean FORCE
 
 help:
-	@sed -n '3,13p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
+	@sed -n '3,15p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
 
 # ----------------------------------------------------------------------------- install
 
@@ -108,6 +111,17 @@ format: $(STAMP)
 # Lint first, then every test; -q keeps pytest's one-line summary ("N passed in ...").
 test: $(STAMP) lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+# The loop to run while editing: every quick test directory, without the lint. Left out:
+# tests/integration and tests/e2e (real torchvision networks, a real server process), which
+# take longer than all of these together. `make test` stays the gate.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q $(FAST_TESTS) $(PYTEST_ARGS)
+
+# docs/configuration.md and .env.example are generated from the settings' fields in
+# app/config.py; tests/unit/test_settings_docs.py fails while either is stale.
+docs: $(STAMP)
+	$(BIN)/segserve settings --write
 
 # -------------------------------------------------------------------------------- clean
 

@@ -1,22 +1,22 @@
 """Choose each model's batch-size cap by measuring it at warm-up.
 
-Batching pays on a GPU (one kernel launch serves many images) and can cost on a small CPU
-(measured on 2 cores: deeplabv3_resnet50 gives 0.73x the images/s at batch 4 than at batch
-1, as bigger activations fall out of cache). So the cap from the model's TOML is a ceiling:
+Batching pays on a GPU (one kernel launch serves many images) and can cost on a small CPU,
+where bigger activations fall out of cache. So the cap from the model's TOML is a ceiling:
 at warm-up the model runs batches of 1, 2, 4 ... up to it and keeps the smallest size within
 10% of the best throughput: a bigger batch must win by more than the run-to-run noise of a
-shared machine (5% let noise pick batch 2 for bf16 deeplabv3_resnet50, which the quiet raw
-benchmark measures at 0.95x batch 1), and every request in a batch waits for all of it. Where
-batching pays (a GPU: 2x and more), 10% decides nothing. Climbing stops once a size is
+shared machine (a 5% margin let noise pick a batch the quiet benchmark measures slower than
+batch 1), and every request in a batch waits for all of it. Where batching pays, it wins by
+far more than 10%, so the margin decides nothing there. Climbing stops once a size is
 clearly slower than the best so far: beyond that point, throughput only falls further.
 
 Each size counts its fastest timed run: on a shared machine, other work only ever slows a run
 down, so the fastest is the best estimate of what the size can do. (Averaging let one slow
-spell during batch 1 make batch 8 look 40% faster on a CPU where it is slower.) After the
+spell during batch 1 make a bigger batch look faster on a CPU where it is slower.) After the
 climb, the timed runs go round the sizes in turn (1, 2, 4, 1, 2, 4, ...), so a slow spell of a
-few seconds slows one run of several sizes, not every run of one (measured in one start: a
-spell over batch 1's runs read 1.2 images/s against 1.7 in a quiet benchmark, and batch 4
-won on a CPU where it is 0.75x batch 1).
+few seconds slows one run of several sizes, not every run of one: a spell over all of batch
+1's runs once made batch 4 win on a CPU where it is slower.
+
+docs/PERFORMANCE.md, "Batch-size autotune", has the measurements behind each rule.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``segserve serve | weights fetch | models`` (also ``python -m app``)."""
+"""``segserve serve | weights fetch | models | settings`` (also ``python -m app``)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     fetch = wsub.add_parser("fetch", help="download the weights the model repository needs")
     fetch.add_argument("models", nargs="*", help="model names (default: all)")
     sub.add_parser("models", help="list the model repository and where weights come from")
+    settings_parser = sub.add_parser(
+        "settings",
+        help="print every setting as a .env file; or write / check the files generated "
+        "from them (docs/configuration.md, .env.example)",
+    )
+    mode = settings_parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="(re)write the generated files")
+    mode.add_argument("--check", action="store_true", help="exit 1 if one is stale")
+    settings_parser.add_argument("--root", default=".", help="the repository root (default: .)")
     return parser
 
 
@@ -198,8 +207,30 @@ def cmd_models(settings: Settings) -> int:
     return 0
 
 
+def cmd_settings(write: bool, check: bool, root: str) -> int:
+    """The settings as a .env file on stdout, or the files generated from them kept fresh."""
+    from pathlib import Path
+
+    from app import settings_docs
+
+    if check:
+        stale = settings_docs.stale_files(Path(root))
+        if stale:
+            print(f"segserve: {settings_docs.stale_message(stale)}", file=sys.stderr)
+            return 1
+        print(f"up to date: {', '.join(settings_docs.FILES)}")
+    elif write:
+        for relative in settings_docs.write_files(Path(root)):
+            print(f"wrote {Path(root) / relative}")
+    else:
+        print(settings_docs.env_example(), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "settings":  # needs no valid settings: it documents them
+        return cmd_settings(args.write, args.check, args.root)
     try:
         settings = Settings()
         logging.basicConfig(

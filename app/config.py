@@ -2,6 +2,10 @@
 
 Nothing reads the environment at import time: :func:`get_settings` builds the object when
 the app is created, and tests inject their own through ``create_app(settings)``.
+
+The fields below are the one source for the settings' documentation: docs/configuration.md
+and .env.example are generated from their descriptions, defaults, bounds and groups
+(:mod:`app.settings_docs`, ``make docs``), and a test fails when either file is stale.
 """
 
 from __future__ import annotations
@@ -15,123 +19,229 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Precision = Literal["fp32", "bf16", "fp16"]
 
+# The sections the generated docs list the settings in, in this order (id: title). Each field
+# names its own in ``json_schema_extra={"group": id}``; a field's optional ``"values"`` there
+# describes what it accepts where its type cannot (a validator's rule).
+GROUPS = {
+    "models": "model repository and weights",
+    "compute": "device and compute",
+    "server": "server",
+    "admission": "admission control and timeouts",
+    "limits": "input limits",
+    "responses": "responses",
+    "access": "authentication and browsers",
+    "debugging": "debugging",
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SEGSERVE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
+    # --- model repository and weights
     models_dir: Path = Field(
-        Path("models"), description="The model repository: one TOML per model."
+        Path("models"),
+        description="The model repository: one TOML per model (the file's stem is the "
+        "model's name).",
+        json_schema_extra={"group": "models"},
     )
-    weights_dir: Path = Field(Path("weights"), description="Where weights files are looked up.")
-    device: str = Field(
-        "auto", description="`auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`."
+    weights_dir: Path = Field(
+        Path("weights"),
+        description="Where weights files are looked up (and downloaded to); checkpoint paths "
+        "in the TOMLs are relative to it.",
+        json_schema_extra={"group": "models"},
     )
     allow_download: bool = Field(
-        True, description="Let torchvision download missing weights into the weights directory."
+        True,
+        description="Let torchvision download missing weights into the weights directory. "
+        "`false`: a missing file is a startup error at once.",
+        json_schema_extra={"group": "models"},
     )
-    host: str = Field("127.0.0.1", description="Address `segserve serve` binds to.")
-    port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, description="Port to listen on.")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = Field(
-        "text",
-        description="Request log lines (`segserve.access`): `key=value` text, or one JSON "
-        "object a line.",
+    seed: int = Field(
+        0,
+        description='Seed for models built with `weights = "none"` (untrained).',
+        json_schema_extra={"group": "models"},
     )
 
+    # --- device and compute
+    device: str = Field(
+        "auto",
+        description="`auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`. "
+        "Asking for CUDA where there is none is a startup error.",
+        json_schema_extra={"group": "compute", "values": "`auto`, `cpu`, `cuda`, `cuda:N`"},
+    )
+    precision: Precision = Field(
+        "fp32",
+        description="Compute precision of every model (a model's TOML `precision` overrides "
+        "it): `fp32`; `bf16` (semantic models on CPU run with bf16 weights, Mask R-CNN and "
+        "every model on CUDA under autocast; `/models` says which as `precision_mode`); "
+        "`fp16` (autocast, CUDA only). Reduced precisions change results beyond rounding; "
+        "docs/PERFORMANCE.md measures their agreement with fp32.",
+        json_schema_extra={"group": "compute"},
+    )
+    channels_last: bool = Field(
+        True,
+        description="Run convolutions in channels-last (NHWC) memory format, faster on CPU "
+        "(oneDNN) and GPU (cuDNN). fp32 results then equal the reference up to float "
+        "rounding; `false` gives the bit-exact NCHW path. A model's TOML `channels_last` "
+        "overrides it.",
+        json_schema_extra={"group": "compute"},
+    )
+    fold_batchnorm: bool = Field(
+        True,
+        description="Fold each eval-mode batch norm into the convolution before it at load "
+        "time: one pass over every activation fewer. Results equal the reference up to float "
+        "rounding; with this and `SEGSERVE_CHANNELS_LAST` both `false` the path is "
+        "bit-exact. A model's TOML `fold_batchnorm` overrides it.",
+        json_schema_extra={"group": "compute"},
+    )
+    torch_threads: Annotated[int, Field(ge=0)] = Field(
+        0,
+        description="Intra-op threads for torch. 0: `OMP_NUM_THREADS` when set, else the "
+        "CPUs this process may use (its CPU affinity capped by the cgroup CPU quota, as in a "
+        "container with `--cpus` or under a Kubernetes CPU limit).",
+        json_schema_extra={"group": "compute"},
+    )
+    keep_freed_memory: bool = Field(
+        True,
+        description="Keep the memory a forward frees for the next one (glibc's malloc, set by "
+        "`segserve serve` before anything else runs: one heap for all threads, no `mmap` for "
+        "large blocks, no trimming) instead of faulting fresh zeroed pages in on every "
+        'request (docs/PERFORMANCE.md, "Freed memory"). The process then keeps the heap its '
+        "largest request needed. No effect without glibc (musl, macOS).",
+        json_schema_extra={"group": "compute"},
+    )
+    batch_autotune: bool = Field(
+        True,
+        description="At warm-up, measure each model's images/s at batch sizes 1, 2, 4 ... up "
+        "to its `max_batch_size`, and keep the smallest size within 10% of the best as its "
+        "cap (a bigger batch must win by more than a noisy machine's run-to-run spread). "
+        "`GET /models` shows the figures and the reason under `batching.autotune`. Needs "
+        "`SEGSERVE_WARMUP`.",
+        json_schema_extra={"group": "compute"},
+    )
+    warmup: bool = Field(
+        True,
+        description="Run one inference per model before turning ready.",
+        json_schema_extra={"group": "compute"},
+    )
+
+    # --- server
+    host: str = Field(
+        "127.0.0.1",
+        description="Address `segserve serve` binds to (`--host` overrides it).",
+        json_schema_extra={"group": "server"},
+    )
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        8000,
+        description="Port `segserve serve` listens on (`--port` overrides it).",
+        json_schema_extra={"group": "server"},
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info",
+        description="Level of the service's log and uvicorn's.",
+        json_schema_extra={"group": "server"},
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="Request log lines (one per request, on the `segserve.access` logger): "
+        "`text` (`key=value` pairs) or `json` (one JSON object a line).",
+        json_schema_extra={"group": "server"},
+    )
+
+    # --- admission control and timeouts
     max_queue_size: Annotated[int, Field(ge=1)] = Field(
-        64, description="Requests waiting per model before new ones get 503."
+        64,
+        description="Requests waiting per model before new ones get 503 (`queue_full`).",
+        json_schema_extra={"group": "admission"},
     )
     request_timeout_s: Annotated[float, Field(gt=0)] = Field(
         300.0,
-        description="A request not answered within this many seconds of its arrival gets 504.",
+        description="A request not answered within this many seconds of its arrival gets "
+        "504; generous because a CPU works through a full queue slowly. A client may ask for "
+        "less with the `X-Request-Timeout` header, never for more.",
+        json_schema_extra={"group": "admission"},
     )
     shutdown_grace_s: Annotated[float, Field(ge=0)] = Field(
         30.0,
         description="On SIGTERM, how long requests already accepted may take to finish before "
-        "the process stops anyway.",
-    )
-    cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list,
-        description="Origins allowed to call the API from a browser (comma-separated or a "
-        "JSON list; `*` for any). Empty: CORS off.",
+        "the process stops anyway. Set the orchestrator's grace period (Kubernetes "
+        "`terminationGracePeriodSeconds`) a few seconds longer.",
+        json_schema_extra={"group": "admission"},
     )
     retry_after_s: Annotated[int, Field(ge=1)] = Field(
-        1, description="`Retry-After` sent with 503 answers."
+        1,
+        description="`Retry-After` (seconds) sent with 503 answers: queue full, not ready or "
+        "shutting down.",
+        json_schema_extra={"group": "admission"},
     )
+
+    # --- input limits
     max_body_bytes: Annotated[int, Field(ge=1)] = Field(
-        32 * 1024 * 1024, description="Largest request body accepted (413 above)."
+        32 * 1024 * 1024,
+        description="Largest request body accepted, in bytes (413 above).",
+        json_schema_extra={"group": "limits"},
     )
     max_image_pixels: Annotated[int, Field(ge=1)] = Field(
-        40_000_000, description="Largest width x height accepted (413 above)."
+        40_000_000,
+        description="Largest width x height accepted (413 above), checked before decoding.",
+        json_schema_extra={"group": "limits"},
     )
     max_image_side: Annotated[int, Field(ge=1)] = Field(
-        10_000, description="Longest side accepted in pixels (413 above)."
+        10_000,
+        description="Longest side accepted in pixels (413 above), checked before decoding.",
+        json_schema_extra={"group": "limits"},
     )
     max_network_pixels: Annotated[int, Field(ge=1)] = Field(
         4_000_000,
         description="Largest input a model may see after its own resize (413 above): "
         "bounds thin images that a short-side resize would blow up.",
+        json_schema_extra={"group": "limits"},
     )
     max_concurrent_decodes: Annotated[int, Field(ge=0)] = Field(
         0,
         description="Images decoded at the same time; the rest wait their turn. Bounds the "
-        "memory that many large images arriving together take (one 40 Mpx decode peaks at "
-        "a few hundred MB). 0: the number of CPUs this process may use.",
+        "memory that many large images arriving together take, since a decode's peak grows "
+        'with the image (docs/PERFORMANCE.md, "Decode memory"). 0: the CPUs this process '
+        "may use.",
+        json_schema_extra={"group": "limits"},
     )
+
+    # --- responses
     png_compress_level: Annotated[int, Field(ge=0, le=9)] = Field(
         1,
         description="zlib level for PNG responses. 1: the fast strategy for the content "
         "(run-length for masks, Huffman-only for overlays), still small; 2-9: zlib's full "
         "search at that level, smaller and slower; 0: uncompressed.",
+        json_schema_extra={"group": "responses"},
     )
-    precision: Precision = Field(
-        "fp32",
-        description="Compute precision of every model (a model's TOML `precision` overrides): "
-        "`fp32`; `bf16` (CPU or CUDA: autocast, except semantic models on CPU, which run "
-        "with bf16 weights); `fp16` (autocast, CUDA only).",
-    )
-    channels_last: bool = Field(
-        True,
-        description="Run convolutions in channels-last memory format (faster on CPU and GPU; "
-        "fp32 results then equal the reference up to float rounding). `false`: bit-exact.",
-    )
-    fold_batchnorm: bool = Field(
-        True,
-        description="Fold each eval-mode batch norm into the convolution before it (fewer "
-        "passes over activations; results equal the reference up to float rounding). "
-        "`false`, with channels_last off: bit-exact.",
-    )
-    torch_threads: Annotated[int, Field(ge=0)] = Field(
-        0,
-        description="Intra-op threads for torch; 0 = the CPUs this process may use (its "
-        "affinity and cgroup CPU quota, as in a container), or OMP_NUM_THREADS when set.",
-    )
-    keep_freed_memory: bool = Field(
-        True,
-        description="Keep the memory a forward frees for the next one (glibc malloc, set by "
-        "`segserve serve`: one heap, no mmap, no trimming) instead of faulting fresh zeroed "
-        "pages in on every request (deeplabv3_resnet50: 62,500 a request). The process then "
-        "keeps its peak heap. No effect without glibc.",
-    )
-    batch_autotune: bool = Field(
-        True,
-        description="At warm-up, measure each model's throughput per batch size (powers of 2 "
-        "up to its max_batch_size) and keep the best as its cap; /models says what and why.",
-    )
-    warmup: bool = Field(True, description="Run one inference per model before turning ready.")
-    seed: int = Field(0, description='Seed for models built with `weights = "none"`.')
+
+    # --- authentication and browsers
     api_key: SecretStr | None = Field(
         None,
         description="When set, inference and /models need `Authorization: Bearer <key>` or "
-        "`X-API-Key: <key>` (401 otherwise); health endpoints stay open. Unset: no auth.",
+        "`X-API-Key: <key>` (401 otherwise); health endpoints and /metrics stay open. Unset "
+        "or empty: no authentication.",
+        json_schema_extra={"group": "access", "values": "text (a secret)"},
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins a browser may call the API from (comma-separated or a JSON "
+        "list; `*` for any). Unset or empty: CORS off.",
+        json_schema_extra={"group": "access", "values": "origins, comma-separated or a JSON list"},
     )
 
+    # --- debugging
     debug_faults: str = Field(
         "",
-        description="Debugging only: make stages fail or stall, e.g. `infer_batch:delay=0.5` or "
-        "`encode:error` (points: decode, preprocess, infer_batch, encode). Empty: off.",
+        description="Make stages fail or stall for chaos tests, e.g. "
+        "`infer_batch:delay=0.5,encode:error` (points: decode, preprocess, infer_batch, "
+        "encode; actions: `error`, `delay=<seconds>`). Never in production. Empty: off.",
+        json_schema_extra={
+            "group": "debugging",
+            "values": "`<point>:<action>`, comma-separated",
+        },
     )
 
     @field_validator("debug_faults")

@@ -4,15 +4,14 @@ glibc serves every block over its mmap threshold (128 kB, rising to at most 32 M
 fresh ``mmap`` and unmaps it when freed, and gives each thread a heap of its own made of
 64 MB pieces that it unmaps when they empty. A forward pass allocates and frees many
 activation tensors that big, so every request faults their pages in again, each page
-zeroed by the kernel first: in the service, 62,500 page faults a request for
-deeplabv3_resnet50 at 640x480 (250 MB) and 6,000 to 7,000 for deeplabv3_mobilenet_v3_large.
+zeroed by the kernel first: time spent on every request for memory the previous one freed.
 
 With one heap for all threads, no ``mmap`` for large blocks and no trimming, freed blocks
-stay in the heap and the next forward reuses them: a few faults a request, and forwards
-1.05x (mobilenet) to 1.12x (resnet50) faster in a thread like the service's
-(docs/PERFORMANCE.md, "Freed memory"). The cost: the process keeps the heap its largest
-request needed. This is what swapping in jemalloc or tcmalloc with ``LD_PRELOAD`` buys CPU
-inference, done with the C library the process already has.
+stay in the heap and the next forward reuses them: next to no faults, and faster forwards
+in a thread like the service's (docs/PERFORMANCE.md, "Freed memory", has the fault counts
+and timings). The cost: the process keeps the heap its largest request needed. This is what
+swapping in jemalloc or tcmalloc with ``LD_PRELOAD`` buys CPU inference, done with the C
+library the process already has.
 """
 
 from __future__ import annotations

@@ -32,8 +32,9 @@ from app.errors import (
 if TYPE_CHECKING:
     from app.serving import ModelRegistry
 
-# Seconds. A GPU answers in milliseconds, this 2-core CPU takes seconds per image (Mask R-CNN
-# about 5 s), and a request may wait up to the default 300 s timeout: so from 0.5 ms to 300 s.
+# Seconds, from 0.5 ms to the default 300 s request timeout: a GPU answers in milliseconds, a
+# small CPU takes seconds per image, and a queued request waits up to its timeout
+# (docs/PERFORMANCE.md, "The machine, and how to read the figures", has this CPU's latencies).
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,

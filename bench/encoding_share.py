@@ -24,9 +24,9 @@ import numpy as np
 
 from app.config import Settings
 from app.imaging import ImageLimits, decode_image
+from app.output.encode import EncodeOptions, encode_instances, encode_semantic
 from app.predictors import InstanceParams, load_predictor
 from app.predictors.repository import ModelSpec
-from app.output.encode import EncodeOptions, encode_instances, encode_semantic
 from app.results import InstanceResult
 from bench.images import jpeg_bytes, photo_like
 from bench.report import RESULTS_DIR, save_json

@@ -42,5 +42,5 @@ def test_bad_values_name_the_rule_and_value(fields: dict[str, object], fragment:
 def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGSERVE_PORT", "9123")
     monkeypatch.setenv("SEGSERVE_MAX_QUEUE_SIZE", "7")
-    loaded = Settings(_env_file=None)  # type: ignore[call-arg]
+    loaded = Settings(_env_file=None)
     assert (loaded.port, loaded.max_queue_size) == (9123, 7)
