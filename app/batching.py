@@ -156,11 +156,7 @@ class Batcher(Generic[ItemT, ResultT]):
         service refuses at once and spends nothing on work it cannot take; ``submit`` checks
         again, since the queue may fill meanwhile.
         """
-        if not self._accepting:
-            raise NotReady(
-                f"model {self.name!r} is not accepting requests (starting or shutting down)",
-                retry_after_s=self.retry_after_s,
-            )
+        self._check_accepting()
         if len(self._pending) >= self.max_queue_size:
             # Callers that timed out or went away keep their slot until the consumer next
             # looks, which may be a whole batch away: free those before refusing anyone.
@@ -172,9 +168,26 @@ class Batcher(Generic[ItemT, ResultT]):
                 retry_after_s=self.retry_after_s,
             )
 
-    async def submit(self, item: ItemT, *, key: Hashable, timeout_s: float) -> Completed[ResultT]:
-        """Queue ``item`` and wait for its result; 503 when full, 504 past the timeout."""
-        self.admit()
+    def _check_accepting(self) -> None:
+        if not self._accepting:
+            raise NotReady(
+                f"model {self.name!r} is not accepting requests (starting or shutting down)",
+                retry_after_s=self.retry_after_s,
+            )
+
+    async def submit(
+        self, item: ItemT, *, key: Hashable, timeout_s: float, admitted: bool = False
+    ) -> Completed[ResultT]:
+        """Queue ``item`` and wait for its result; 503 when full, 504 past the timeout.
+
+        ``admitted``: part of a request already admitted as a whole (a tiled request's
+        windows, fed a few at a time): the queue's size cap was checked for the request, so
+        only a batcher that stopped accepting refuses it.
+        """
+        if admitted:
+            self._check_accepting()
+        else:
+            self.admit()
         if timeout_s <= 0:
             # Spent before queueing (a slow upload or decode): it must not take a slot.
             raise DeadlineExceeded("the deadline passed before the request was queued")

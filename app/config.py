@@ -199,6 +199,18 @@ class Settings(BaseSettings):
         "bounds thin images that a short-side resize would blow up.",
         json_schema_extra={"group": "limits"},
     )
+    max_tiled_pixels: Annotated[int, Field(ge=1)] = Field(
+        100_000_000,
+        description="Largest width x height accepted for a tiled request (`tile=`; 413 above), "
+        "in place of SEGSERVE_MAX_IMAGE_PIXELS: tiles are seen at their own resolution, so "
+        "large images are what tiling is for.",
+        json_schema_extra={"group": "limits"},
+    )
+    max_tile_windows: Annotated[int, Field(ge=1)] = Field(
+        2048,
+        description="Most windows one tiled request may become (413 above).",
+        json_schema_extra={"group": "limits"},
+    )
     max_concurrent_decodes: Annotated[int, Field(ge=0)] = Field(
         0,
         description="Images decoded at the same time; the rest wait their turn. Bounds the "

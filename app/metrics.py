@@ -41,6 +41,7 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 # Every size up to 8 (the shipped TOMLs' caps) tells the batches apart; coarser above.
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64)
+WINDOW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 # Error code (the JSON body's `code`) -> rejection reason, where several codes are one reason
 # or a shorter name reads better on a dashboard. Any other code is its own reason.
@@ -62,6 +63,8 @@ def rejection_reason(code: str) -> str | None:
 
 
 class ServiceMetrics:
+    """The service's Prometheus metrics, in a registry of its own."""
+
     def __init__(self, models: Callable[[], ModelRegistry | None]) -> None:
         """``models`` returns the app's model registry (None while it loads)."""
         self.registry = CollectorRegistry()
@@ -92,6 +95,13 @@ class ServiceMetrics:
             buckets=BATCH_SIZE_BUCKETS,
             registry=self.registry,
         )
+        self.windows = Histogram(
+            "segserve_tiled_request_windows",
+            "Windows each tiled request became (one observation per tiled request).",
+            ["model"],
+            buckets=WINDOW_BUCKETS,
+            registry=self.registry,
+        )
         self.rejections = Counter(
             "segserve_rejections",
             "Requests refused with an error answer (every 4xx, 503 and 504), by reason.",
@@ -115,12 +125,15 @@ class ServiceMetrics:
         seconds: float,
         stages: Mapping[str, float],
         error: str | None,
+        counts: Mapping[str, int] | None = None,
     ) -> None:
         model_label = model or ""
         self.requests.labels(endpoint, model_label, str(status)).inc()
         self.latency.labels(endpoint, model_label).observe(seconds)
         for stage, stage_s in stages.items():
             self.stages.labels(model_label, stage).observe(stage_s)
+        if counts and "windows" in counts:
+            self.windows.labels(model_label).observe(counts["windows"])
         reason = rejection_reason(error) if error else None
         if reason is not None:
             self.rejections.labels(reason).inc()

@@ -149,6 +149,7 @@ class RequestLogMiddleware:
     def _finish(self, scope: Scope, record: RequestRecord, seconds: float) -> None:
         status = record.status or CLIENT_CLOSED_REQUEST
         stages = dict(record.timer.seconds) if record.timer is not None else {}
+        counts = dict(record.timer.counts) if record.timer is not None else {}
         if self.metrics is not None:
             self.metrics.observe_request(
                 endpoint=endpoint_of(scope),
@@ -157,9 +158,11 @@ class RequestLogMiddleware:
                 seconds=seconds,
                 stages=stages,
                 error=record.error,
+                counts=counts,
             )
         if _log.isEnabledFor(logging.INFO):  # building the line is the costly part
             fields = access_fields(scope, record, status, seconds, stages)
+            fields.update(counts)
             # The text is built only if a text formatter asks for the message.
             _log.info("%s", _TextLine(fields), extra={"access": fields})
 

@@ -95,6 +95,13 @@ class BatchingInfo(BaseModel):
     )
 
 
+class TilingInfo(BaseModel):
+    """A model's default tiling (docs/api.md, "Tiling")."""
+
+    tile: int = Field(description="Window side in pixels.")
+    overlap: int = Field(description="Pixels neighbouring windows share.")
+
+
 class ModelInfo(BaseModel):
     """One served model, as GET /models describes it."""
 
@@ -123,6 +130,10 @@ class ModelInfo(BaseModel):
     )
     default: bool = Field(description="Whether it is the default for its task.")
     batching: BatchingInfo
+    tiling: TilingInfo | None = Field(
+        description="The model's default tiling (`[tiling]` in its TOML), used when a request "
+        "gives no `tile`; null: untiled unless a request asks."
+    )
 
 
 class ModelsResponse(BaseModel):

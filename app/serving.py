@@ -35,6 +35,7 @@ class Job:
 
     image: np.ndarray
     params: Any
+    logits: bool = False  # a semantic tile window: its logits, not a class map
 
 
 class ServedModel(Generic[ResultT]):
@@ -61,9 +62,30 @@ class ServedModel(Generic[ResultT]):
         for image in images:
             faults.point("preprocess", image)
         faults.point("infer_batch", images)
+        if jobs[0].logits:  # a batch holds one key, so all or none are windows
+            return self.predictor.predict_windows(images)  # type: ignore[return-value]
         return self.predictor.predict_batch(images, [j.params for j in jobs])
 
     async def infer(self, image: np.ndarray, params: Any, timeout_s: float) -> Completed[ResultT]:
+        shape = await self.checked_shape(image)
+        return await self.batcher.submit(Job(image, params), key=shape, timeout_s=timeout_s)
+
+    async def infer_window(
+        self, window: np.ndarray, params: Any, timeout_s: float
+    ) -> Completed[Any]:
+        """One window of a tiled request, whose admission was decided for the whole request.
+
+        Semantic models return the window's logits (its network input is the window itself);
+        instance models detect in it as in an image. Windows of one request share a key.
+        """
+        if self.spec.task == "semantic":
+            job, key = Job(window, params, logits=True), ("window", *window.shape[:2])
+        else:
+            job, key = Job(window, params), await self.checked_shape(window)
+        return await self.batcher.submit(job, key=key, timeout_s=timeout_s, admitted=True)
+
+    async def checked_shape(self, image: np.ndarray) -> tuple[int, int]:
+        """The network shape ``image`` is batched by; 413 when it is too large to run."""
         height, width = image.shape[:2]
         # Torchvision's own resize code computes the shape (a few ms for Mask R-CNN): off the
         # event loop, and cached since inputs come in few distinct sizes.
@@ -77,7 +99,7 @@ class ServedModel(Generic[ResultT]):
                 f"limit of {self.max_network_pixels} (SEGSERVE_MAX_NETWORK_PIXELS): its aspect "
                 "ratio is too extreme"
             )
-        return await self.batcher.submit(Job(image, params), key=shape, timeout_s=timeout_s)
+        return shape
 
     def warm_up(self) -> None:
         """The inference(s) before serving, on the inference thread, before the batcher starts.
@@ -118,6 +140,7 @@ class ServedModel(Generic[ResultT]):
                 "max_queue_size": self.batcher.max_queue_size,
                 "autotune": self.tuning.describe() if self.tuning else None,
             },
+            "tiling": self.spec.tiling.model_dump() if self.spec.tiling else None,
         }
 
 

@@ -13,6 +13,7 @@ class StageTimer:
     def __init__(self) -> None:
         self.started = time.perf_counter()  # when the request's handling began
         self.seconds: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
 
     def remaining(self, budget_s: float) -> float:
         """What is left of ``budget_s`` seconds counted from the start of the request."""
@@ -29,5 +30,11 @@ class StageTimer:
     def record(self, name: str, seconds: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
 
+    def count(self, name: str, value: int) -> None:
+        """A count that describes the request (``windows``: what a tiled one became)."""
+        self.counts[name] = value
+
     def header(self) -> str:
-        return ", ".join(f"{name};dur={s * 1000:.2f}" for name, s in self.seconds.items())
+        stages = [f"{name};dur={s * 1000:.2f}" for name, s in self.seconds.items()]
+        counts = [f'{name};desc="{value}"' for name, value in self.counts.items()]
+        return ", ".join(stages + counts)

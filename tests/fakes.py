@@ -51,6 +51,9 @@ class FakePredictor:
     def default_params(self) -> Any:
         return None
 
+    def predict_windows(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError("only semantic models give window logits")
+
     describe = TorchPredictor.describe  # the real /models entry, from the fake's attributes
 
     def _enter(self, n: int, params: Sequence[Any]) -> None:
@@ -77,6 +80,12 @@ class FakeSemantic(FakePredictor):
     def predict_batch(self, images: Sequence[np.ndarray], params: Sequence[Any]) -> list[Any]:
         self._enter(len(images), params)
         return [SemanticResult(class_map=semantic_truth(img)) for img in images]
+
+    def predict_windows(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One-hot logits of each window's truth: a tiled map equals the untiled one."""
+        self._enter(len(windows), [None] * len(windows))
+        classes = np.arange(len(self.categories))[:, None, None]
+        return [(semantic_truth(w)[None] == classes).astype(np.float32) for w in windows]
 
 
 def instance_truth(image: np.ndarray, count: int) -> list[Instance]:

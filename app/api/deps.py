@@ -25,7 +25,10 @@ from app.api.params import (
     MinAreaQuery,
     ModelName,
     OutputQuery,
+    OverlapQuery,
+    TileQuery,
     ToleranceQuery,
+    resolve_tiling,
 )
 from app.config import Settings
 from app.errors import NotReady
@@ -125,24 +128,26 @@ async def request_deadline(
 DeadlineDep = Annotated[Deadline, Depends(request_deadline)]
 
 
-async def decoded_image(request: Request, state: StateDep, timer: TimerDep) -> np.ndarray:
-    """The request's image, read from its body and decoded (see :mod:`app.api.body`)."""
+async def decoded_image(
+    request: Request, state: AppState, timer: StageTimer, tiled: bool
+) -> np.ndarray:
+    """The request's image, read from its body and decoded (see :mod:`app.api.body`); a tiled
+    request may be larger (SEGSERVE_MAX_TILED_PIXELS)."""
     settings = state.settings
     data = await body.image_bytes(request, settings.max_body_bytes)
-    limits = ImageLimits(max_pixels=settings.max_image_pixels, max_side=settings.max_image_side)
+    max_pixels = settings.max_tiled_pixels if tiled else settings.max_image_pixels
+    limits = ImageLimits(max_pixels=max_pixels, max_side=settings.max_image_side)
     slots = state.decode_slots
     if slots is None:  # made by the lifespan, which has run before any request
         raise NotReady("the service is starting", retry_after_s=settings.retry_after_s)
     return await body.decode(data, limits, slots, timer)
 
 
-ImageDep = Annotated[np.ndarray, Depends(decoded_image)]
-
-
 def _inference_of(
     model_provider: Callable[..., Awaitable[ServedModel[Any]]],
 ) -> Callable[..., Awaitable[Inference]]:
-    """The dependency both inference routes use; its parameters are resolved in order."""
+    """The dependency both inference routes use; its parameters are resolved in order, and
+    the image is read and decoded last, once everything else has been accepted."""
 
     async def inference(
         request: Request,
@@ -150,13 +155,16 @@ def _inference_of(
         # anything else is checked or read.
         model: Annotated[ServedModel[Any], Depends(model_provider)],
         output: OutputQueryDep,
+        state: StateDep,
         # Before the image: a bad header is refused before the body is read and decoded.
         deadline: DeadlineDep,
-        image: ImageDep,
-        settings: SettingsDep,
         timer: TimerDep,
+        tile: TileQuery = None,
+        overlap: OverlapQuery = None,
     ) -> Inference:
-        return Inference(request, model, output, deadline, image, settings, timer)
+        tiling = resolve_tiling(tile, overlap, model.spec.tiling)
+        image = await decoded_image(request, state, timer, tiled=tiling is not None)
+        return Inference(request, model, output, deadline, image, tiling, state.settings, timer)
 
     return inference
 

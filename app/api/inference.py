@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Request, Response
@@ -20,23 +20,28 @@ from app.batching import Completed
 from app.config import Settings
 from app.errors import DeadlineExceeded
 from app.serving import ServedModel
+from app.tiled_inference import TiledResult, check_window_size, detect_tiled, segment_tiled
+from app.tiling import Tiling
 from app.timing import StageTimer
 
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSED_REQUEST = 499
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class Inference:
-    """One inference request, resolved: its model (admitted), output options, deadline and
-    decoded image, with the settings and the request's stage timer."""
+    """One inference request, resolved: its model (admitted), output options, deadline,
+    decoded image and tiling, with the settings and the request's stage timer."""
 
     request: Request
     model: ServedModel[Any]
     output: OutputQuery
     deadline: Deadline
     image: np.ndarray
+    tiling: Tiling | None  # None: the whole image at the model's preset size
     settings: Settings
     timer: StageTimer
 
@@ -48,15 +53,13 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-async def _infer_unless_abandoned(
-    request: Request, model: ServedModel[Any], image: np.ndarray, params: Any, timeout_s: float
-) -> Completed[Any] | None:
+async def _unless_abandoned(request: Request, work: Awaitable[T]) -> T | None:
     """The model's result, or None when the client disconnected first.
 
-    Leaving cancels the queued entry, so an abandoned request costs no model time unless its
-    batch has already started.
+    Leaving cancels the queued entries, so an abandoned request costs no model time unless
+    its batch has already started.
     """
-    inference = asyncio.ensure_future(model.infer(image, params, timeout_s))
+    inference = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_client_gone(request))
     try:
         await asyncio.wait([inference, watcher], return_when=asyncio.FIRST_COMPLETED)
@@ -68,15 +71,35 @@ async def _infer_unless_abandoned(
     return inference.result()
 
 
+def _infer(job: Inference, params: Any) -> Awaitable[Completed[Any] | TiledResult]:
+    """The model's work for the request: one image, or the windows of a tiled one."""
+    model, image = job.model, job.image
+    timeout_s = job.timer.remaining(job.deadline.seconds)
+    if job.tiling is None:
+        return model.infer(image, params, timeout_s)
+    grid = job.tiling.grid(*image.shape[:2])
+    check_window_size(model, grid, job.settings.max_tile_windows)
+    if model.spec.task == "semantic":
+        return segment_tiled(model, image, grid, timeout_s)
+    return detect_tiled(model, image, grid, params, timeout_s)
+
+
+def _record(timer: StageTimer, done: Completed[Any] | TiledResult) -> None:
+    timer.record("queue", done.queue_s)
+    timer.record("infer", done.infer_s)
+    if isinstance(done, TiledResult):
+        timer.record("stitch", done.stitch_s)
+        timer.count("windows", done.windows)
+
+
 async def infer_and_encode(
     job: Inference, params: Any, encode: Callable[[Any], tuple[bytes, str]]
 ) -> Response:
-    """Queue the image for the model, encode its result off the loop, time every stage."""
+    """Queue the image (or its windows) for the model, encode the result off the loop, time
+    every stage."""
     request, model, deadline, timer = job.request, job.model, job.deadline, job.timer
     try:
-        done = await _infer_unless_abandoned(
-            request, model, job.image, params, timer.remaining(deadline.seconds)
-        )
+        done = await _unless_abandoned(request, _infer(job, params))
     except DeadlineExceeded:
         raise DeadlineExceeded(
             f"no result within the request timeout of {deadline.seconds:g} s "
@@ -86,8 +109,7 @@ async def infer_and_encode(
         log.info("client disconnected while its request waited for %s", model.spec.name)
         # Nobody reads this; 499 is the usual "client closed request" for logs and metrics.
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    timer.record("queue", done.queue_s)
-    timer.record("infer", done.infer_s)
+    _record(timer, done)
     with timer.stage("encode"):
         body, media_type = await run_in_threadpool(_encode, encode, done.result)
     return Response(body, media_type=media_type, headers={"Server-Timing": timer.header()})

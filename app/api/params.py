@@ -1,4 +1,4 @@
-"""The query parameters of the inference endpoints: output format and options."""
+"""The query parameters of the inference endpoints: output format and options, tiling."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from app.config import Settings
 from app.errors import InvalidParameter
 from app.output.encode import EncodeOptions, MaskEncoding, OutputFormat
 from app.predictors import MAX_INSTANCES
+from app.predictors.repository import MAX_TILE, MIN_TILE, TilingSpec
 from app.serving import ServedModel
+from app.tiling import Tiling
 
 ModelName = Annotated[
     str | None,
@@ -99,3 +101,44 @@ MaxInstancesQuery = Annotated[
     Query(ge=1, le=MAX_INSTANCES, description="Keep at most this many, highest scores first."),
 ]
 MaskEncodingQuery = Annotated[MaskEncoding, Query(description="`polygons`, `rle` or `both`.")]
+
+
+# Tiling (both endpoints; docs/api.md, "Tiling").
+TileQuery = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=MAX_TILE,
+        description=f"Tile the image at its own resolution into windows of this side "
+        f"({MIN_TILE} to {MAX_TILE}); 0: no tiling. Absent: the model's `[tiling]` default, "
+        "else none.",
+    ),
+]
+OverlapQuery = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=MAX_TILE - 1,
+        description="Pixels neighbouring windows share (less than `tile`). Absent: the "
+        "model's `[tiling]` overlap, else a quarter of the tile.",
+    ),
+]
+
+
+def resolve_tiling(
+    tile: int | None, overlap: int | None, default: TilingSpec | None
+) -> Tiling | None:
+    """The request's tiling: its own parameters, else the model's default; 422 if invalid."""
+    if tile is None and default is not None:
+        tile = default.tile
+        overlap = default.overlap if overlap is None else overlap
+    if not tile:  # absent with no default, or 0: the whole image at the preset's size
+        if overlap:
+            raise InvalidParameter("overlap: needs tile (tiling is off for this request)")
+        return None
+    if tile < MIN_TILE:
+        raise InvalidParameter(f"tile: at least {MIN_TILE} pixels (or 0 for none); got {tile}")
+    overlap = tile // 4 if overlap is None else overlap
+    if overlap >= tile:
+        raise InvalidParameter(f"overlap: must be less than tile ({tile}); got {overlap}")
+    return Tiling(tile, overlap)

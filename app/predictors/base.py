@@ -131,6 +131,11 @@ class TorchPredictor(ABC, Generic[ResultT]):
     def predict_batch(self, images: Sequence[np.ndarray], params: Sequence[Any]) -> list[ResultT]:
         """Run one batch of images with equal shape keys; one result per image."""
 
+    def predict_windows(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Window logits of a tiled request: semantic models only (instances tile through
+        ``predict_batch``, the detector resizing each window as it would an image)."""
+        raise NotImplementedError(f"model {self.name!r} gives no window logits")
+
     @abstractmethod
     def default_params(self) -> Any:
         """Request parameters used for warm-up."""

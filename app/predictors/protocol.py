@@ -45,6 +45,11 @@ class Predictor(Protocol[ResultT]):
         """One result per image; every image has the same network shape."""
         ...
 
+    def predict_windows(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Semantic models: each tile window's (classes, h, w) float32 logits, at the window's
+        own size (docs/api.md, "Tiling"). Other models raise NotImplementedError."""
+        ...
+
     def default_params(self) -> Any:
         """Request parameters used for warm-up and batch-size tuning."""
         ...

@@ -24,6 +24,9 @@ else:  # pragma: no cover
 
 Task = Literal["semantic", "instance"]
 UNTRAINED = "none"
+# Bounds of a tiling window's side (docs/api.md, "Tiling").
+MIN_TILE = 16
+MAX_TILE = 4096
 
 
 @functools.cache
@@ -38,15 +41,34 @@ def builders_for(task: Task) -> list[str]:
 
 
 class BatchingSpec(BaseModel):
-    # strict: TOML has real types, so `default = "yes"` is a mistake, not a true.
     """A model file's `[batching]` table."""
 
+    # strict: TOML has real types, so `default = "yes"` is a mistake, not a true.
     model_config = ConfigDict(extra="forbid", strict=True)
 
     max_batch_size: int = Field(8, ge=1, le=256, description="Most images in one forward pass.")
     max_wait_ms: float = Field(
         5.0, ge=0, le=10_000, description="How long the first image waits for company."
     )
+
+
+class TilingSpec(BaseModel):
+    """A model file's `[tiling]` table: tile requests by default (docs/api.md, "Tiling")."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    tile: int = Field(ge=MIN_TILE, le=MAX_TILE, description="Window side in pixels.")
+    overlap: int | None = Field(
+        None, ge=0, description="Pixels neighbouring windows share (default: a quarter of tile)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TilingSpec:
+        if self.overlap is None:
+            self.overlap = self.tile // 4
+        if self.overlap >= self.tile:
+            raise ValueError(f"overlap ({self.overlap}) must be less than tile ({self.tile})")
+        return self
 
 
 class ModelSpec(BaseModel):
@@ -78,6 +100,7 @@ class ModelSpec(BaseModel):
         None, description="Fold batch norms into convolutions (default: SEGSERVE_FOLD_BATCHNORM)."
     )
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    tiling: TilingSpec | None = Field(None, description="Tile requests by default.")
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ All of it runs on the device; only the uint8 class map crosses to the host.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from torchvision.transforms._presets import SemanticSegmentation
 
 from app.predictors.base import TorchPredictor
 from app.results import SemanticResult
@@ -48,19 +50,35 @@ class SemanticPredictor(TorchPredictor[SemanticResult]):
     def default_params(self) -> Any:
         return None
 
+    @functools.cached_property
+    def window_preprocess(self) -> SemanticSegmentation:
+        """The preset's normalisation without its resize: tiles are seen at their own size."""
+        preset = self.preprocess
+        return SemanticSegmentation(resize_size=None, mean=preset.mean, std=preset.std)
+
+    def _logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """The network's ``out`` logits for a normalised batch, in fp32, at the input's size."""
+        batch = batch.to(self.compute_dtype)
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with self.forward_context():
+            # Whatever the forward ran in, what follows (upsampling, argmax, stitching) runs
+            # in fp32 (the network's own upsampling inside it runs in bf16 when the weights
+            # are cast, and in fp32 under autocast).
+            return self.model(batch)["out"].float()
+
+    @torch.inference_mode()
+    def predict_windows(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per window of a tiled request, its (classes, h, w) float32 logits on the host."""
+        batch = torch.stack([self.window_preprocess(self.to_tensor(w)) for w in windows])
+        return list(self._logits(batch).cpu().numpy())
+
     @torch.inference_mode()
     def predict_batch(
         self, images: Sequence[np.ndarray], params: Sequence[Any]
     ) -> list[SemanticResult]:
         batch = torch.stack([self.preprocess(self.to_tensor(image)) for image in images])
-        batch = batch.to(self.compute_dtype)
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with self.forward_context():
-            # The upsampling to each image's size and the argmax run in fp32 whatever the
-            # forward ran in (the network's own upsampling inside it runs in bf16 when the
-            # weights are cast, and in fp32 under autocast).
-            logits = self.model(batch)["out"].float()
+        logits = self._logits(batch)
         maps = []
         for i, image in enumerate(images):
             # Each image is upsampled to its own size: images of one batch share the network

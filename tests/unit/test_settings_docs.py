@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ def test_the_example_uncommented_gives_the_defaults(
     for name in Settings.model_fields:
         monkeypatch.delenv(f"SEGSERVE_{name.upper()}", raising=False)
     lines = settings_docs.env_example().splitlines()
-    assignments = [line[2:] for line in lines if line.startswith("# SEGSERVE_")]
+    assignments = [line[2:] for line in lines if re.match(r"# SEGSERVE_[A-Z_]+=", line)]
     assert len(assignments) == len(Settings.model_fields)
     env_file = tmp_path / ".env"
     env_file.write_text("\n".join(assignments) + "\n", encoding="utf-8")
