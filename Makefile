@@ -116,7 +116,7 @@ test: $(STAMP) lint
 # tests/integration and tests/e2e (real torchvision networks, a real server process), which
 # take longer than all of these together. `make test` stays the gate.
 test-fast: $(STAMP)
-	$(BIN)/pytest -q $(FAST_TESTS) $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not integration and not e2e" $(FAST_TESTS) $(PYTEST_ARGS)
 
 # docs/configuration.md and .env.example are generated from the settings' fields in
 # app/config.py; tests/unit/test_settings_docs.py fails while either is stale.

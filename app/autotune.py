@@ -40,6 +40,8 @@ class BatchTooLarge(Exception):
 
 @dataclass(frozen=True)
 class BatchTuning:
+    """What the warm-up measured per batch size, and the cap it chose and why."""
+
     configured: int  # the TOML's max_batch_size
     chosen: int
     images_per_s: dict[int, float]

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -26,6 +27,7 @@ from app.predictors.weights import (
     CheckpointFile,
     TorchvisionWeights,
     fetch_torchvision_weights,
+    locate_torchvision_weights,
     model_file,
     weights_source,
 )
@@ -186,7 +188,10 @@ def cmd_fetch(settings: Settings, names: Sequence[str]) -> int:
             continue
         target = source.path(settings.weights_dir)
         if target.is_file():
-            source.locate(settings.weights_dir, allow_download=False, model=spec.name)
+            # The hash in the file name, as a download is checked (not a `sha256` pin).
+            locate_torchvision_weights(
+                source.member, settings.weights_dir, allow_download=False, name=spec.name
+            )
             print(f"{spec.name}: {target} present, hash ok")
             continue
         try:
@@ -209,7 +214,6 @@ def cmd_models(settings: Settings) -> int:
 
 def cmd_settings(write: bool, check: bool, root: str) -> int:
     """The settings as a .env file on stdout, or the files generated from them kept fresh."""
-    from pathlib import Path
 
     from app import settings_docs
 

@@ -35,6 +35,9 @@ GROUPS = {
 
 
 class Settings(BaseSettings):
+    """Every ``SEGSERVE_*`` setting, typed and validated at boot (the source of
+    docs/configuration.md and .env.example)."""
+
     model_config = SettingsConfigDict(
         env_prefix="SEGSERVE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )

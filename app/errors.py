@@ -51,7 +51,7 @@ class Unauthorized(ServiceError):
 
 
 class NotFound(ServiceError):
-    """No such path (the router's answer)."""
+    """No such path (the router's answer; never raised, it names the router's 404)."""
 
     code = "not_found"
     routed = False
@@ -65,7 +65,7 @@ class ModelNotFound(NotFound):
 
 
 class MethodNotAllowed(ServiceError):
-    """The path exists, but not with this method (the router's answer)."""
+    """The path exists, but not with this method (never raised: the router's 405)."""
 
     code = "method_not_allowed"
     routed = False

@@ -51,7 +51,7 @@ async def _start(state: AppState, loader: RegistryLoader) -> None:
 
 async def wait_until_started(app: FastAPI) -> None:
     """Wait for the background start of the lifespan (raises what it raised)."""
-    startup = app_state(app).startup
+    startup = app_state(app).startup_task
     assert startup is not None, "the app's lifespan has not begun"
     await startup
 
@@ -88,16 +88,16 @@ def create_app(
         state.decode_slots = asyncio.Semaphore(settings.max_concurrent_decodes or available_cpus())
         # Models load in the background so that the process answers /healthz (200) and
         # /readyz (503) while they load, as probes expect; the server binds at once.
-        state.startup = asyncio.create_task(start(), name="segserve-startup")
+        state.startup_task = asyncio.create_task(start(), name="segserve-startup")
         try:
             yield
         finally:
             state.begin_draining()
-            if not state.startup.done():
-                state.startup.cancel()
-            await asyncio.wait([state.startup])
-            if not state.startup.cancelled():
-                state.startup.exception()  # retrieved: start() has logged it
+            if not state.startup_task.done():
+                state.startup_task.cancel()
+            await asyncio.wait([state.startup_task])
+            if not state.startup_task.cancelled():
+                state.startup_task.exception()  # retrieved: start() has logged it
             if state.registry is not None:
                 # Readiness is already false; queued work drains before the threads stop.
                 await state.registry.stop()

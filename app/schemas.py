@@ -119,7 +119,7 @@ class ModelInfo(BaseModel):
         description="`full`: fp32. `autocast`: weights stay fp32, ops run in the reduced "
         "dtype under torch.autocast (CUDA; Mask R-CNN everywhere). `cast`: weights and "
         "inputs cast to bf16 (semantic models on CPU, where autocast's casts to and from "
-        "fp32 cost ~5%)."
+        "fp32 cost time)."
     )
     channels_last: bool = Field(description="Whether convolutions run channels-last.")
     fold_batchnorm: bool = Field(

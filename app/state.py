@@ -37,7 +37,7 @@ class AppState:
     decode_slots: asyncio.Semaphore | None = None
     lifecycle: Lifecycle = Lifecycle.STARTING
     startup_error: BaseException | None = None
-    startup: asyncio.Task[None] | None = None  # the lifespan's background start
+    startup_task: asyncio.Task[None] | None = None  # the lifespan's background start
 
     @property
     def ready(self) -> bool:

@@ -152,9 +152,7 @@ async def decode(
 ) -> np.ndarray:
     """The decoded RGB image, timed as the ``decode`` stage, at most ``slots`` at a time."""
     with timer.stage("decode"):
-        # Decoding is CPU-bound and a large image briefly takes hundreds of MB: the slots
-        # (as many as CPUs by default) bound both; the thread pool alone would allow 40.
-        async with slots:
+        async with slots:  # sized, and why, where the lifespan makes them (app.main)
             return await run_in_threadpool(_decode, data, limits)
 
 

@@ -18,7 +18,7 @@ from fastapi import Depends, Header, Request
 
 from app.api import body
 from app.api.deadline import REQUEST_TIMEOUT_HEADER, Deadline, parse_request_timeout
-from app.api.inference import Inference
+from app.api.inference import InferenceRequest
 from app.api.params import (
     ClassesQuery,
     FormatQuery,
@@ -112,7 +112,7 @@ OutputQueryDep = Annotated[OutputQuery, Depends(output_query)]
 
 async def request_deadline(
     settings: SettingsDep,
-    timer: TimerDep,  # created here, first, so the deadline counts from the request's arrival
+    timer: TimerDep,  # made by the first dependency that needs it: the deadline counts from then
     x_request_timeout: Annotated[
         str | None,
         Header(
@@ -138,14 +138,13 @@ async def decoded_image(
     max_pixels = settings.max_tiled_pixels if tiled else settings.max_image_pixels
     limits = ImageLimits(max_pixels=max_pixels, max_side=settings.max_image_side)
     slots = state.decode_slots
-    if slots is None:  # made by the lifespan, which has run before any request
-        raise NotReady("the service is starting", retry_after_s=settings.retry_after_s)
+    assert slots is not None, "made by the lifespan, before the service turns ready"
     return await body.decode(data, limits, slots, timer)
 
 
 def _inference_of(
     model_provider: Callable[..., Awaitable[ServedModel[Any]]],
-) -> Callable[..., Awaitable[Inference]]:
+) -> Callable[..., Awaitable[InferenceRequest]]:
     """The dependency both inference routes use; its parameters are resolved in order, and
     the image is read and decoded last, once everything else has been accepted."""
 
@@ -161,13 +160,15 @@ def _inference_of(
         timer: TimerDep,
         tile: TileQuery = None,
         overlap: OverlapQuery = None,
-    ) -> Inference:
+    ) -> InferenceRequest:
         tiling = resolve_tiling(tile, overlap, model.spec.tiling)
         image = await decoded_image(request, state, timer, tiled=tiling is not None)
-        return Inference(request, model, output, deadline, image, tiling, state.settings, timer)
+        return InferenceRequest(
+            request, model, output, deadline, image, tiling, state.settings, timer
+        )
 
     return inference
 
 
-SemanticInference = Annotated[Inference, Depends(_inference_of(semantic_model))]
-InstanceInference = Annotated[Inference, Depends(_inference_of(instance_model))]
+SemanticInference = Annotated[InferenceRequest, Depends(_inference_of(semantic_model))]
+InstanceInference = Annotated[InferenceRequest, Depends(_inference_of(instance_model))]

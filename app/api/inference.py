@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Inference:
+class InferenceRequest:
     """One inference request, resolved: its model (admitted), output options, deadline,
     decoded image and tiling, with the settings and the request's stage timer."""
 
@@ -71,14 +71,14 @@ async def _unless_abandoned(request: Request, work: Awaitable[T]) -> T | None:
     return inference.result()
 
 
-def _infer(job: Inference, params: Any) -> Awaitable[Completed[Any] | TiledResult]:
+def _infer(inference: InferenceRequest, params: Any) -> Awaitable[Completed[Any] | TiledResult]:
     """The model's work for the request: one image, or the windows of a tiled one."""
-    model, image = job.model, job.image
-    timeout_s = job.timer.remaining(job.deadline.seconds)
-    if job.tiling is None:
+    model, image = inference.model, inference.image
+    timeout_s = inference.timer.remaining(inference.deadline.seconds)
+    if inference.tiling is None:
         return model.infer(image, params, timeout_s)
-    grid = job.tiling.grid(*image.shape[:2])
-    check_window_size(model, grid, job.settings.max_tile_windows)
+    grid = inference.tiling.grid(*image.shape[:2])
+    check_window_size(model, grid, inference.settings.max_tile_windows)
     if model.spec.task == "semantic":
         return segment_tiled(model, image, grid, timeout_s)
     return detect_tiled(model, image, grid, params, timeout_s)
@@ -93,13 +93,14 @@ def _record(timer: StageTimer, done: Completed[Any] | TiledResult) -> None:
 
 
 async def infer_and_encode(
-    job: Inference, params: Any, encode: Callable[[Any], tuple[bytes, str]]
+    inference: InferenceRequest, params: Any, encode: Callable[[Any], tuple[bytes, str]]
 ) -> Response:
     """Queue the image (or its windows) for the model, encode the result off the loop, time
     every stage."""
-    request, model, deadline, timer = job.request, job.model, job.deadline, job.timer
+    request, model, timer = inference.request, inference.model, inference.timer
+    deadline = inference.deadline
     try:
-        done = await _unless_abandoned(request, _infer(job, params))
+        done = await _unless_abandoned(request, _infer(inference, params))
     except DeadlineExceeded:
         raise DeadlineExceeded(
             f"no result within the request timeout of {deadline.seconds:g} s "

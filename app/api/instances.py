@@ -33,18 +33,18 @@ router = APIRouter(tags=["inference"])
     openapi_extra=IMAGE_REQUEST_BODY,
 )
 async def instances(
-    job: InstanceInference,
+    inference: InstanceInference,
     score_threshold: ScoreThresholdQuery = 0.5,
     mask_threshold: MaskThresholdQuery = 0.5,
     max_instances: MaxInstancesQuery = 100,
     mask_encoding: MaskEncodingQuery = "polygons",
 ) -> Response:
-    output = job.output
+    output = inference.output
     fmt = choose_format(output.format, output.accept, default="json")
-    opts = output.options(job.model, job.settings)
+    opts = output.options(inference.model, inference.settings)
     encode = partial(
-        encode_instances, image=job.image, fmt=fmt, opts=opts, mask_encoding=mask_encoding
+        encode_instances, image=inference.image, fmt=fmt, opts=opts, mask_encoding=mask_encoding
     )
     keep = None if opts.keep is None else frozenset(opts.keep)
     params = InstanceParams(score_threshold, mask_threshold, max_instances, keep)
-    return await infer_and_encode(job, params, encode)
+    return await infer_and_encode(inference, params, encode)

@@ -25,9 +25,9 @@ router = APIRouter(tags=["inference"])
     ),
     openapi_extra=IMAGE_REQUEST_BODY,
 )
-async def segment(job: SemanticInference) -> Response:
-    output = job.output
+async def segment(inference: SemanticInference) -> Response:
+    output = inference.output
     fmt = choose_format(output.format, output.accept, default="png")
-    opts = output.options(job.model, job.settings)
-    encode = partial(encode_semantic, image=job.image, fmt=fmt, opts=opts)
-    return await infer_and_encode(job, None, encode)
+    opts = output.options(inference.model, inference.settings)
+    encode = partial(encode_semantic, image=inference.image, fmt=fmt, opts=opts)
+    return await infer_and_encode(inference, None, encode)

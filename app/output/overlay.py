@@ -86,9 +86,9 @@ def instance_overlay(
         f"{labels[c] if 0 <= c < len(labels) else c} {inst.score:.2f}"
         for c, inst in zip(class_ids, result.instances, strict=True)
     ]
-    boxcolours: list[str | tuple[int, int, int]] = [colour(c) for c in class_ids]
+    box_colours: list[str | tuple[int, int, int]] = [colour(c) for c in class_ids]
     width = max(1, min(result.height, result.width) // 300 + 1)
     drawn = draw_bounding_boxes(
-        painted.permute(2, 0, 1), boxes, labels=texts, colors=boxcolours, width=width
+        painted.permute(2, 0, 1), boxes, labels=texts, colors=box_colours, width=width
     )
     return png.rgb_png(np.ascontiguousarray(drawn.permute(1, 2, 0).numpy()), compress_level)

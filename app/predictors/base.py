@@ -19,7 +19,7 @@ from torch import nn
 from torchvision import models as tv_models
 
 from app.config import Precision
-from app.errors import ImageUnprocessable
+from app.errors import ConfigError, ImageUnprocessable
 from app.predictors.bf16 import cast_to_bf16
 from app.predictors.fusion import fold_batchnorm as fold_batchnorm_into_convs
 from app.predictors.repository import ModelSpec
@@ -30,6 +30,17 @@ log = logging.getLogger(__name__)
 ResultT = TypeVar("ResultT")
 
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: Precision, device: torch.device) -> None:
+    """Refuse a precision the device cannot run fast (a config error at startup)."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError(
+            "precision fp16 needs a CUDA device (CPU kernels for half floats are slow or "
+            "missing); use bf16 on CPU"
+        )
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"precision bf16: {device} does not support bfloat16; use fp16")
 
 
 class TorchPredictor(ABC, Generic[ResultT]):
@@ -56,6 +67,7 @@ class TorchPredictor(ABC, Generic[ResultT]):
         channels_last: bool = False,
         fold_batchnorm: bool = False,
     ) -> None:
+        check_precision(precision, device)
         self.spec = spec
         self.name = spec.name
         self.categories = weights.categories

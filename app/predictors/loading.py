@@ -13,7 +13,7 @@ from torchvision import models as tv_models
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from app.config import Precision, Settings
+from app.config import Settings
 from app.errors import ConfigError
 from app.predictors.base import TorchPredictor
 from app.predictors.instance import InstancePredictor
@@ -63,17 +63,6 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(
         "cuda", device.index if device.index is not None else torch.cuda.current_device()
     )
-
-
-def check_precision(precision: Precision, device: torch.device) -> None:
-    """Refuse a precision the device cannot run fast (a config error at startup)."""
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError(
-            "precision fp16 needs a CUDA device (CPU kernels for half floats are slow or "
-            "missing); use bf16 on CPU"
-        )
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError(f"precision bf16: {device} does not support bfloat16; use fp16")
 
 
 def _freeze_batch_norm(module: nn.Module) -> None:
@@ -150,7 +139,6 @@ def load_predictor(spec: ModelSpec, settings: Settings) -> TorchPredictor[Any]:
     """Resolve weights, build the architecture and move it to the configured device."""
     device = resolve_device(settings.device)
     precision = spec.precision or settings.precision
-    check_precision(precision, device)
     weights = resolve_weights(spec, settings.weights_dir, allow_download=settings.allow_download)
     model = build_model(spec, weights, seed=settings.seed)
     cls = SemanticPredictor if spec.task == "semantic" else InstancePredictor

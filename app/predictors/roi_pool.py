@@ -1,10 +1,11 @@
 """Mask R-CNN's RoIAlign pooling on CPU, spread over torch's intra-op threads.
 
-torchvision's CPU ``roi_align`` kernel runs on one thread: on 2 cores it was 14% of a
-maskrcnn_resnet50_fpn_v2 forward at 640x480 (box head over 1,000 proposals, mask head over the
-detections) while the other core idled. Each RoI's output depends on that RoI and the feature
-maps only, so the pooler is run on contiguous ranges of the boxes in parallel threads (the
-kernel releases the GIL) and the outputs are concatenated in order: bit-identical results.
+torchvision's CPU ``roi_align`` kernel runs on one thread: a noticeable share of a Mask
+R-CNN forward (box head over 1,000 proposals, mask head over the detections) while the other
+cores idle (docs/PERFORMANCE.md, "RoIAlign over the intra-op threads"). Each RoI's output
+depends on that RoI and the feature maps only, so the pooler is run on contiguous ranges of
+the boxes in parallel threads (the kernel releases the GIL) and the outputs are concatenated
+in order: bit-identical results.
 
 The kernel also makes its feature map contiguous on every call; with channels-last features
 that copy is done once here, not once per range.

@@ -239,7 +239,7 @@ class TorchvisionWeights:
     def describe(self, weights_dir: Path) -> str:
         path = self.path(weights_dir)
         state = "present" if path.is_file() else "missing: run `segserve weights fetch`"
-        return f"torchvision:{type(self.member).__name__}.{self.member.name} at {path} ({state})"
+        return f"{self.label} at {path} ({state})"
 
 
 WeightsSource = Untrained | CheckpointFile | TorchvisionWeights
