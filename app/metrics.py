@@ -83,7 +83,8 @@ class ServiceMetrics:
         )
         self.stages = Histogram(
             "segserve_stage_duration_seconds",
-            "Time per request in each stage of Server-Timing (decode, queue, infer, encode; stitch when tiled).",
+            "Time per request in each stage of Server-Timing (decode, queue, infer, encode; "
+            "stitch when tiled).",
             ["model", "stage"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
