@@ -149,22 +149,25 @@ class Batcher(Generic[ItemT, ResultT]):
         """Run ``fn`` on the inference thread (warm-up: per-thread device state gets built)."""
         await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
-    def admit(self) -> None:
-        """Raise NotReady or QueueFull (with ``retry_after_s``) unless a new item would fit.
+    def admit(self, count: int = 1) -> None:
+        """Raise NotReady or QueueFull (with ``retry_after_s``) unless ``count`` new items
+        would fit (a many-images request is admitted as a whole).
 
         Request handlers call it before reading and decoding a body, so that an overloaded
         service refuses at once and spends nothing on work it cannot take; ``submit`` checks
         again, since the queue may fill meanwhile.
         """
         self._check_accepting()
-        if len(self._pending) >= self.max_queue_size:
+        if len(self._pending) + count > self.max_queue_size:
             # Callers that timed out or went away keep their slot until the consumer next
             # looks, which may be a whole batch away: free those before refusing anyone.
             self._drop_dead(asyncio.get_running_loop().time())
-        if len(self._pending) >= self.max_queue_size:
+        if len(self._pending) + count > self.max_queue_size:
             raise QueueFull(
                 f"model {self.name!r} has {len(self._pending)} requests queued, the limit is "
-                f"{self.max_queue_size}; retry later",
+                f"{self.max_queue_size}"
+                + (f", and this request brings {count} images" if count > 1 else "")
+                + "; retry later",
                 retry_after_s=self.retry_after_s,
             )
 

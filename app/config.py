@@ -202,6 +202,13 @@ class Settings(BaseSettings):
         "bounds thin images that a short-side resize would blow up.",
         json_schema_extra={"group": "limits"},
     )
+    max_images_per_request: Annotated[int, Field(ge=1, le=256)] = Field(
+        16,
+        description="Most images one request may carry (several `image` parts, or JSON "
+        "`images`; 413 above). They are admitted to the model's queue together, so keep it "
+        "at most SEGSERVE_MAX_QUEUE_SIZE.",
+        json_schema_extra={"group": "limits"},
+    )
     max_tiled_pixels: Annotated[int, Field(ge=1)] = Field(
         100_000_000,
         description="Largest width x height accepted for a tiled request (`tile=`; 413 above), "
@@ -245,6 +252,13 @@ class Settings(BaseSettings):
         description="Origins a browser may call the API from (comma-separated or a JSON "
         "list; `*` for any). Unset or empty: CORS off.",
         json_schema_extra={"group": "access", "values": "origins, comma-separated or a JSON list"},
+    )
+    ui: bool = Field(
+        True,
+        description="Serve the page at `/` (static files, no outside resources, a strict "
+        "Content-Security-Policy) that sends an image to /segment or /instances and draws the "
+        "result; it is open, its API calls carry the key typed into it. `false`: `/` is 404.",
+        json_schema_extra={"group": "access"},
     )
 
     # --- debugging

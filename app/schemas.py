@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -146,3 +146,13 @@ class HealthResponse(BaseModel):
     """The answer of the health probes."""
 
     status: str = Field(description="`ok`, `ready`, or why not.")
+
+
+class ManyResults(BaseModel):
+    """The answer to a many-images request: one entry per image, in the order sent."""
+
+    results: list[dict[str, Any]] = Field(
+        description="Per image: the JSON a single request returns (format=json); "
+        '`{"media_type", "data"}` with the PNG in base64 (format=png or overlay); or '
+        '`{"error": {"code", "message"}, "status"}` when that image failed.'
+    )

@@ -66,9 +66,14 @@ class ServedModel(Generic[ResultT]):
             return self.predictor.predict_windows(images)  # type: ignore[return-value]
         return self.predictor.predict_batch(images, [j.params for j in jobs])
 
-    async def infer(self, image: np.ndarray, params: Any, timeout_s: float) -> Completed[ResultT]:
+    async def infer(
+        self, image: np.ndarray, params: Any, timeout_s: float, *, admitted: bool = False
+    ) -> Completed[ResultT]:
+        """One image's result (``admitted``: one of a request admitted as a whole)."""
         shape = await self.checked_shape(image)
-        return await self.batcher.submit(Job(image, params), key=shape, timeout_s=timeout_s)
+        return await self.batcher.submit(
+            Job(image, params), key=shape, timeout_s=timeout_s, admitted=admitted
+        )
 
     async def infer_window(
         self, window: np.ndarray, params: Any, timeout_s: float

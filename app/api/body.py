@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +20,7 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from app import faults
-from app.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from app.errors import BadRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
 from app.imaging import ImageLimits, decode_image
 from app.timing import StageTimer
 
@@ -68,7 +69,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 _REPLAY_CHUNK = 1024 * 1024
 
 
-async def _from_multipart(request: Request, body: bytes) -> bytes:
+async def _from_multipart(request: Request, body: bytes, max_images: int) -> list[bytes]:
     offsets = iter(range(0, max(len(body), 1), _REPLAY_CHUNK))
 
     async def replay() -> Message:
@@ -77,54 +78,98 @@ async def _from_multipart(request: Request, body: bytes) -> bytes:
         return {"type": "http.request", "body": body[start:end], "more_body": end < len(body)}
 
     try:
-        # One file part and at most one other field: anything more is refused by the parser
-        # as soon as it is seen, before the parts are stored.
-        form = await Request(request.scope, replay).form(max_files=1, max_fields=1)
+        # At most max_images file parts and one other field: anything more is refused by the
+        # parser as soon as it is seen, before the parts are stored.
+        form = await Request(request.scope, replay).form(max_files=max_images, max_fields=1)
     except Exception as exc:  # python-multipart and Starlette raise several types
         detail = str(getattr(exc, "detail", None) or exc).rstrip(".")
+        if "Too many files" in detail:
+            raise _too_many(max_images) from None
         raise BadRequest(
-            f"multipart body refused: {detail}; send one file part named 'image'"
+            f"multipart body refused: {detail}; send file parts named 'image'"
         ) from None
     try:
         unexpected = sorted(name for name in form if name != "image")
         if unexpected:
             raise BadRequest(
                 f"multipart field(s) {', '.join(map(repr, unexpected))} are not accepted: "
-                "send one file part named 'image' (query parameters go in the URL)"
+                "send file parts named 'image' (query parameters go in the URL)"
             )
-        field = form.get("image")
-        if field is None:
+        fields = form.getlist("image")
+        if not fields:
             raise BadRequest("multipart body has no file part named 'image'")
-        if not isinstance(field, UploadFile):
+        if not all(isinstance(field, UploadFile) for field in fields):
             raise BadRequest(
                 "multipart part 'image' is a text field: send it as a file (a part with a "
                 "filename, as curl -F image=@photo.jpg does)"
             )
-        return await field.read()
+        return [await field.read() for field in fields if isinstance(field, UploadFile)]
     finally:
         await form.close()
 
 
-def _from_json(body: bytes) -> bytes:
+def _too_many(max_images: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"more than {max_images} images in one request (SEGSERVE_MAX_IMAGES_PER_REQUEST)",
+        headers=_CLOSE,
+    )
+
+
+def _base64_image(text: str, name: str) -> bytes:
+    encoded = "".join(text.split())  # `base64` wraps lines by default
+    if encoded.startswith("data:") and "," in encoded:
+        encoded = encoded.split(",", 1)[1]  # tolerate a data URL's prefix
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise BadRequest(f"{name} is not valid base64: {exc}") from None
+
+
+def _from_json(body: bytes, max_images: int) -> tuple[list[bytes | ServiceError], bool]:
+    """The images of a JSON body, and whether it was the many-images form."""
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON body: {exc}") from None
     except RecursionError:  # e.g. 100000 nested "[": json's C scanner gives up
         raise BadRequest("malformed JSON body: nested too deeply") from None
+    if isinstance(payload, dict) and isinstance(payload.get("images"), list):
+        items = payload["images"]
+        if not items:
+            raise BadRequest("'images' is an empty list")
+        if len(items) > max_images:
+            raise _too_many(max_images)
+        return [_json_item(item, f"images[{k}]") for k, item in enumerate(items)], True
     if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
-        raise BadRequest('JSON body must be {"image": "<base64 of the image file>"}')
-    encoded = "".join(payload["image"].split())  # `base64` wraps lines by default
-    if encoded.startswith("data:") and "," in encoded:
-        encoded = encoded.split(",", 1)[1]  # tolerate a data URL's prefix
+        raise BadRequest(
+            'JSON body must be {"image": "<base64 of the image file>"} or '
+            '{"images": ["<base64>", ...]}'
+        )
+    return [_base64_image(payload["image"], "'image'")], False
+
+
+def _json_item(item: object, name: str) -> bytes | ServiceError:
+    """One image of ``{"images": [...]}``: its bytes, or its own error (the others go on)."""
+    if not isinstance(item, str):
+        return BadRequest(f"{name} must be a base64 string")
     try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise BadRequest(f"'image' is not valid base64: {exc}") from None
+        data = _base64_image(item, name)
+    except BadRequest as exc:
+        return exc
+    return data if data else BadRequest(f"{name} is empty")
 
 
-async def image_bytes(request: Request, max_body_bytes: int) -> bytes:
-    """The image file's bytes from any of the three request forms of docs/api.md."""
+@dataclass(frozen=True)
+class Upload:
+    """The images a body carried, each as bytes or the error that makes it unusable, and
+    whether the request is the many-images form (answered with one JSON entry per image)."""
+
+    images: list[bytes | ServiceError]
+    many: bool
+
+
+async def read_upload(request: Request, max_body_bytes: int, max_images: int) -> Upload:
+    """The image files' bytes from any of the request forms of docs/api.md."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     # Any image/* type is taken as raw bytes (image/jpg is common): the format allowlist is
     # enforced on the bytes themselves, so image/gif or image/tiff bodies still get 415.
@@ -137,14 +182,19 @@ async def image_bytes(request: Request, max_body_bytes: int) -> bytes:
         )
     body = await read_body(request, max_body_bytes)
     if content_type == "multipart/form-data":
-        data = await _from_multipart(request, body)
+        parts = await _from_multipart(request, body, max_images)
+        images: list[bytes | ServiceError] = list(parts)
+        many = len(parts) > 1
     elif content_type == "application/json":
-        data = await run_in_threadpool(_from_json, body)  # up to the body cap of base64
+        # Up to the body cap of base64: off the event loop.
+        images, many = await run_in_threadpool(_from_json, body, max_images)
     else:
-        data = body
-    if not data:
+        images, many = [body], False
+    if not many and not images[0]:
         raise BadRequest("the request carries no image (empty body or empty 'image')")
-    return data
+    if many:
+        images = [BadRequest("empty image part") if i == b"" else i for i in images]
+    return Upload(images, many)
 
 
 async def decode(

@@ -10,6 +10,7 @@ costs more than the work and that every request (503s included) would pay.
 # and the inference dependency's model parameter names a provider local to its factory,
 # which a string annotation could not resolve.
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -128,18 +129,17 @@ async def request_deadline(
 DeadlineDep = Annotated[Deadline, Depends(request_deadline)]
 
 
-async def decoded_image(
-    request: Request, state: AppState, timer: StageTimer, tiled: bool
-) -> np.ndarray:
-    """The request's image, read from its body and decoded (see :mod:`app.api.body`); a tiled
-    request may be larger (SEGSERVE_MAX_TILED_PIXELS)."""
+def _decoder(
+    state: AppState, timer: StageTimer, tiled: bool
+) -> Callable[[bytes], Awaitable[np.ndarray]]:
+    """How this request's images decode: under the app's decode slots, within the caps (a
+    tiled request may be larger: SEGSERVE_MAX_TILED_PIXELS)."""
     settings = state.settings
-    data = await body.image_bytes(request, settings.max_body_bytes)
     max_pixels = settings.max_tiled_pixels if tiled else settings.max_image_pixels
     limits = ImageLimits(max_pixels=max_pixels, max_side=settings.max_image_side)
     slots = state.decode_slots
     assert slots is not None, "made by the lifespan, before the service turns ready"
-    return await body.decode(data, limits, slots, timer)
+    return functools.partial(body.decode, limits=limits, slots=slots, timer=timer)
 
 
 def _inference_of(
@@ -162,10 +162,20 @@ def _inference_of(
         overlap: OverlapQuery = None,
     ) -> InferenceRequest:
         tiling = resolve_tiling(tile, overlap, model.spec.tiling)
-        image = await decoded_image(request, state, timer, tiled=tiling is not None)
-        return InferenceRequest(
-            request, model, output, deadline, image, tiling, state.settings, timer
+        settings = state.settings
+        upload = await body.read_upload(
+            request, settings.max_body_bytes, settings.max_images_per_request
         )
+        decode = _decoder(state, timer, tiled=tiling is not None)
+        resolved = functools.partial(
+            InferenceRequest, request, model, output, deadline, tiling, settings, timer
+        )
+        if not upload.many:
+            image = upload.images[0]
+            assert isinstance(image, bytes), "a single request's errors are raised"
+            return resolved(image=await decode(image))
+        model.batcher.admit(len(upload.images))  # all of them, or none
+        return resolved(batch=upload.images, decode=decode)
 
     return inference
 

@@ -1,15 +1,18 @@
-"""Infer, then encode: queue the image for its model, encode the result off the event loop,
-time every stage, and give up when the client disconnects or the deadline passes."""
+"""Infer, then encode: queue the image (or its windows, or each of many images) for its
+model, encode the result off the event loop, time every stage, and give up when the client
+disconnects or the deadline passes."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +21,8 @@ from app.api.deadline import Deadline
 from app.api.params import OutputQuery
 from app.batching import Completed
 from app.config import Settings
-from app.errors import DeadlineExceeded
+from app.errors import DeadlineExceeded, InternalError, ServiceError, status_of
+from app.output.encode import JSON
 from app.serving import ServedModel
 from app.tiled_inference import TiledResult, check_window_size, detect_tiled, segment_tiled
 from app.tiling import Tiling
@@ -31,19 +35,26 @@ CLIENT_CLOSED_REQUEST = 499
 T = TypeVar("T")
 
 
+# How a route turns a result into a body: ``encode(result, image) -> (bytes, media type)``.
+Encode = Callable[[Any, np.ndarray], tuple[bytes, str]]
+
+
 @dataclass(frozen=True)
 class InferenceRequest:
-    """One inference request, resolved: its model (admitted), output options, deadline,
-    decoded image and tiling, with the settings and the request's stage timer."""
+    """One inference request, resolved: its model (admitted), output options, deadline and
+    tiling, with the settings and the request's stage timer; and its image, decoded, or, for
+    a many-images request, the images' bytes (each decoded on its own way through)."""
 
     request: Request
     model: ServedModel[Any]
     output: OutputQuery
     deadline: Deadline
-    image: np.ndarray
     tiling: Tiling | None  # None: the whole image at the model's preset size
     settings: Settings
     timer: StageTimer
+    image: np.ndarray | None = None  # a single request's image
+    batch: list[bytes | ServiceError] | None = None  # a many-images request's images
+    decode: Callable[[bytes], Awaitable[np.ndarray]] | None = None  # how batch images decode
 
 
 async def _client_gone(request: Request) -> None:
@@ -53,7 +64,7 @@ async def _client_gone(request: Request) -> None:
         pass
 
 
-async def _unless_abandoned(request: Request, work: Awaitable[T]) -> T | None:
+async def unless_abandoned(request: Request, work: Awaitable[T]) -> T | None:
     """The model's result, or None when the client disconnected first.
 
     Leaving cancels the queued entries, so an abandoned request costs no model time unless
@@ -71,12 +82,14 @@ async def _unless_abandoned(request: Request, work: Awaitable[T]) -> T | None:
     return inference.result()
 
 
-def _infer(inference: InferenceRequest, params: Any) -> Awaitable[Completed[Any] | TiledResult]:
-    """The model's work for the request: one image, or the windows of a tiled one."""
-    model, image = inference.model, inference.image
+def infer_image(
+    inference: InferenceRequest, image: np.ndarray, params: Any, *, admitted: bool = False
+) -> Awaitable[Completed[Any] | TiledResult]:
+    """The model's work for one image of the request: the image, or its windows if tiled."""
+    model = inference.model
     timeout_s = inference.timer.remaining(inference.deadline.seconds)
     if inference.tiling is None:
-        return model.infer(image, params, timeout_s)
+        return model.infer(image, params, timeout_s, admitted=admitted)
     grid = inference.tiling.grid(*image.shape[:2])
     check_window_size(model, grid, inference.settings.max_tile_windows)
     if model.spec.task == "semantic":
@@ -84,7 +97,7 @@ def _infer(inference: InferenceRequest, params: Any) -> Awaitable[Completed[Any]
     return detect_tiled(model, image, grid, params, timeout_s)
 
 
-def _record(timer: StageTimer, done: Completed[Any] | TiledResult) -> None:
+def record(timer: StageTimer, done: Completed[Any] | TiledResult) -> None:
     timer.record("queue", done.queue_s)
     timer.record("infer", done.infer_s)
     if isinstance(done, TiledResult):
@@ -92,30 +105,93 @@ def _record(timer: StageTimer, done: Completed[Any] | TiledResult) -> None:
         timer.count("windows", done.windows)
 
 
-async def infer_and_encode(
-    inference: InferenceRequest, params: Any, encode: Callable[[Any], tuple[bytes, str]]
-) -> Response:
-    """Queue the image (or its windows) for the model, encode the result off the loop, time
-    every stage."""
-    request, model, timer = inference.request, inference.model, inference.timer
+async def infer_and_encode(inference: InferenceRequest, params: Any, encode: Encode) -> Response:
+    """Queue the image (or its windows, or each image of many) for the model, encode the
+    result off the loop, time every stage; 504 past the deadline, 499 when the client left."""
+    if inference.batch is None:
+        work = _infer_and_encode_one(inference, params, encode)
+    else:
+        work = _infer_and_encode_many(inference, inference.batch, params, encode)
     deadline = inference.deadline
     try:
-        done = await _unless_abandoned(request, _infer(inference, params))
+        answer = await unless_abandoned(inference.request, work)
     except DeadlineExceeded:
         raise DeadlineExceeded(
             f"no result within the request timeout of {deadline.seconds:g} s "
             f"({deadline.source}), counted from the request's arrival"
         ) from None
-    if done is None:
-        log.info("client disconnected while its request waited for %s", model.spec.name)
+    if answer is None:
+        log.info("client disconnected while its request waited for %s", inference.model.spec.name)
         # Nobody reads this; 499 is the usual "client closed request" for logs and metrics.
         return Response(status_code=CLIENT_CLOSED_REQUEST)
-    _record(timer, done)
+    body, media_type = answer
+    headers = {"Server-Timing": inference.timer.header()}
+    return Response(body, media_type=media_type, headers=headers)
+
+
+async def _infer_and_encode_one(
+    inference: InferenceRequest, params: Any, encode: Encode
+) -> tuple[bytes, str]:
+    image = inference.image
+    assert image is not None, "a single request's image is decoded before it is queued"
+    done = await infer_image(inference, image, params)
+    record(inference.timer, done)
+    return await encode_off_loop(inference.timer, encode, done.result, image)
+
+
+async def _infer_and_encode_many(
+    inference: InferenceRequest, batch: list[bytes | ServiceError], params: Any, encode: Encode
+) -> tuple[bytes, str]:
+    """One JSON entry per image, in order: its answer, or its own error (docs/api.md, "Many
+    images in one request"). Only the deadline fails the request as a whole."""
+    inference.timer.count("images", len(batch))
+    tasks = [asyncio.ensure_future(_entry(inference, item, params, encode)) for item in batch]
+    try:
+        entries = await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:  # a deadline or a disconnect: what is not computed is cancelled
+            task.cancel()
+    return b'{"results":[' + b",".join(entries) + b"]}", JSON
+
+
+async def _entry(
+    inference: InferenceRequest, item: bytes | ServiceError, params: Any, encode: Encode
+) -> bytes:
+    """One image's entry of a many-images answer."""
+    try:
+        if isinstance(item, ServiceError):
+            raise item
+        assert inference.decode is not None, "a many-images request says how to decode"
+        image = await inference.decode(item)
+        done = await infer_image(inference, image, params, admitted=True)
+        record(inference.timer, done)
+        body, media_type = await encode_off_loop(inference.timer, encode, done.result, image)
+    except DeadlineExceeded:
+        raise  # the deadline covers the whole request
+    except ServiceError as exc:
+        return _error_entry(exc)
+    except Exception:
+        log.exception("an image of a many-images request failed on %s", inference.model.spec.name)
+        return _error_entry(InternalError("inference failed"))
+    if media_type == JSON:
+        return body  # the single answer's JSON object, as is
+    return orjson.dumps({"media_type": media_type, "data": base64.b64encode(body).decode()})
+
+
+def _error_entry(error: ServiceError) -> bytes:
+    return orjson.dumps(
+        {"error": {"code": error.code, "message": error.message}, "status": status_of(error)}
+    )
+
+
+async def encode_off_loop(
+    timer: StageTimer, encode: Encode, result: Any, image: np.ndarray
+) -> tuple[bytes, str]:
+    """The response body of ``result``, made in the thread pool and timed as ``encode``."""
     with timer.stage("encode"):
-        body, media_type = await run_in_threadpool(_encode, encode, done.result)
-    return Response(body, media_type=media_type, headers={"Server-Timing": timer.header()})
+        return await run_in_threadpool(_encode, encode, result, image)
 
 
-def _encode(encode: Callable[[Any], tuple[bytes, str]], result: Any) -> tuple[bytes, str]:
+def _encode(encode: Encode, result: Any, image: np.ndarray) -> tuple[bytes, str]:
     faults.point("encode", result)
-    return encode(result)
+    return encode(result, image)

@@ -42,9 +42,7 @@ async def instances(
     output = inference.output
     fmt = choose_format(output.format, output.accept, default="json")
     opts = output.options(inference.model, inference.settings)
-    encode = partial(
-        encode_instances, image=inference.image, fmt=fmt, opts=opts, mask_encoding=mask_encoding
-    )
+    encode = partial(encode_instances, fmt=fmt, opts=opts, mask_encoding=mask_encoding)
     keep = None if opts.keep is None else frozenset(opts.keep)
     params = InstanceParams(score_threshold, mask_threshold, max_instances, keep)
     return await infer_and_encode(inference, params, encode)

@@ -1,24 +1,37 @@
-"""OpenAPI fragments so /docs is a usable client: the three request forms and every error."""
+"""OpenAPI fragments so /docs is a usable client: the request forms (one image or many) and
+every error."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from app.errors import errors_with_status
-from app.schemas import ErrorResponse
+from app.schemas import ErrorResponse, ManyResults
 
 _BINARY = {"schema": {"type": "string", "format": "binary"}}
 
 IMAGE_REQUEST_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "The image (JPEG, PNG, WebP or BMP) in one of three forms.",
+        "description": "The image (JPEG, PNG, WebP or BMP) in one of three forms; or several "
+        "images (several `image` parts, or JSON `images`), answered with one JSON entry each.",
         "content": {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
                     "required": ["image"],
-                    "properties": {"image": {"type": "string", "format": "binary"}},
+                    "properties": {
+                        "image": {
+                            "anyOf": [
+                                {"type": "string", "format": "binary"},
+                                {
+                                    "type": "array",
+                                    "items": {"type": "string", "format": "binary"},
+                                    "minItems": 1,
+                                },
+                            ]
+                        }
+                    },
                 }
             },
             "image/jpeg": _BINARY,
@@ -28,11 +41,27 @@ IMAGE_REQUEST_BODY: dict[str, Any] = {
             "application/octet-stream": _BINARY,
             "application/json": {
                 "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {
-                        "image": {"type": "string", "description": "base64 of the file"}
-                    },
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "required": ["image"],
+                            "properties": {
+                                "image": {"type": "string", "description": "base64 of the file"}
+                            },
+                        },
+                        {
+                            "type": "object",
+                            "required": ["images"],
+                            "properties": {
+                                "images": {
+                                    "type": "array",
+                                    "items": {"type": "string"},
+                                    "minItems": 1,
+                                    "description": "base64 of each file",
+                                }
+                            },
+                        },
+                    ]
                 }
             },
         },
@@ -60,9 +89,10 @@ INFERENCE_ERRORS = error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504)
 
 
 def image_responses(json_model: type, description: str) -> dict[int | str, dict[str, Any]]:
+    """A route's answers: ``json_model`` (or, for many images, ManyResults) or a PNG; errors."""
     return {
         200: {
-            "model": json_model,
+            "model": json_model | ManyResults,
             "description": description,
             "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
         },

@@ -29,5 +29,5 @@ async def segment(inference: SemanticInference) -> Response:
     output = inference.output
     fmt = choose_format(output.format, output.accept, default="png")
     opts = output.options(inference.model, inference.settings)
-    encode = partial(encode_semantic, image=inference.image, fmt=fmt, opts=opts)
+    encode = partial(encode_semantic, fmt=fmt, opts=opts)
     return await infer_and_encode(inference, None, encode)

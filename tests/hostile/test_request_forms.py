@@ -49,8 +49,8 @@ async def test_the_image_file_part_alone_is_accepted(served: Served) -> None:
 @pytest.mark.parametrize(
     ("parts", "fragments"),
     [
-        ([("image", "a.png", PNG), ("image", "b.png", PNG)], ["Too many files"]),
-        ([("image", "a.png", PNG), ("other", "b.png", PNG)], ["Too many files"]),
+        ([("image", "a.png", PNG), ("other", "b.png", PNG)], ["'other'", "not accepted"]),
+        ([("image", "a.png", PNG), ("image", None, PNG)], ["'image' is a text field"]),
         ([("image", "a.png", PNG), ("note", None, b"hi")], ["'note'", "not accepted"]),
         ([("image", "a.png", PNG), ("a", None, b"1"), ("b", None, b"2")], ["Too many fields"]),
         ([("file", "a.png", PNG)], ["'file'", "not accepted"]),
@@ -58,10 +58,19 @@ async def test_the_image_file_part_alone_is_accepted(served: Served) -> None:
         ([], ["no file part named 'image'"]),
     ],
 )
-async def test_multipart_other_than_one_image_file_is_400(
+async def test_multipart_other_than_image_files_is_400(
     served: Served, parts: list[tuple[str, str | None, bytes]], fragments: list[str]
 ) -> None:
     await assert_400(served, multipart(*parts), *fragments)
+
+
+async def test_more_image_parts_than_the_cap_are_413(served: Served) -> None:
+    cap = 16  # SEGSERVE_MAX_IMAGES_PER_REQUEST's default
+    parts = [("image", f"{i}.png", PNG) for i in range(cap + 1)]
+    response = await served.client.post("/segment", **multipart(*parts))
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert "SEGSERVE_MAX_IMAGES_PER_REQUEST" in response.json()["error"]["message"]
 
 
 async def test_a_flood_of_parts_is_refused_quickly(served: Served) -> None:
