@@ -202,6 +202,13 @@ class Settings(BaseSettings):
         "bounds thin images that a short-side resize would blow up.",
         json_schema_extra={"group": "limits"},
     )
+    body_read_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        30.0,
+        description="A request body not received in full within this many seconds (or the "
+        "request's own deadline, if sooner) is answered 408 and its connection closed: a "
+        "client trickling its upload holds no decode slot and no queue place meanwhile.",
+        json_schema_extra={"group": "limits"},
+    )
     max_images_per_request: Annotated[int, Field(ge=1, le=256)] = Field(
         16,
         description="Most images one request may carry (several `image` parts, or JSON "

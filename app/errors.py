@@ -71,6 +71,12 @@ class MethodNotAllowed(ServiceError):
     routed = False
 
 
+class RequestTimeout(ServiceError):
+    """The body did not arrive within the read timeout (SEGSERVE_BODY_READ_TIMEOUT_S)."""
+
+    code = "request_timeout"
+
+
 class PayloadTooLarge(ServiceError):
     """Body over the byte cap."""
 
@@ -140,6 +146,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     NotFound: 404,
     ModelNotFound: 404,
     MethodNotAllowed: 405,
+    RequestTimeout: 408,
     PayloadTooLarge: 413,
     ImageTooLarge: 413,
     UnsupportedMediaType: 415,

@@ -20,7 +20,13 @@ from starlette.requests import Request
 from starlette.types import Message
 
 from app import faults
-from app.errors import BadRequest, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from app.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceError,
+    UnsupportedMediaType,
+)
 from app.imaging import ImageLimits, decode_image
 from app.timing import StageTimer
 
@@ -38,7 +44,7 @@ _OTHER_ACCEPTED_TYPES = frozenset(
 _CLOSE = {"Connection": "close"}
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
     """The whole body, refusing (413) as soon as it is known to exceed ``limit`` bytes.
 
     A declared ``Content-Length`` over the limit is refused before any byte is read; a
@@ -52,6 +58,20 @@ async def read_body(request: Request, limit: int) -> bytes:
             "(SEGSERVE_MAX_BODY_BYTES)",
             headers=_CLOSE,
         )
+    try:
+        # The whole body within the timeout, however it trickles in: a client sending a few
+        # bytes a second holds nothing but its connection meanwhile (no decode slot, no place
+        # in a queue), and not for long.
+        return await asyncio.wait_for(_read_capped(request, limit), timeout_s)
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout_s:.3g} s "
+            "(SEGSERVE_BODY_READ_TIMEOUT_S, or what was left of the request's deadline)",
+            headers=_CLOSE,
+        ) from None
+
+
+async def _read_capped(request: Request, limit: int) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -168,7 +188,9 @@ class Upload:
     many: bool
 
 
-async def read_upload(request: Request, max_body_bytes: int, max_images: int) -> Upload:
+async def read_upload(
+    request: Request, max_body_bytes: int, max_images: int, read_timeout_s: float
+) -> Upload:
     """The image files' bytes from any of the request forms of docs/api.md."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     # Any image/* type is taken as raw bytes (image/jpg is common): the format allowlist is
@@ -180,7 +202,7 @@ async def read_upload(request: Request, max_body_bytes: int, max_images: int) ->
             "'image' file, application/json with base64 'image', or the raw bytes as "
             f"{', '.join(sorted(RAW_IMAGE_TYPES))}"
         )
-    body = await read_body(request, max_body_bytes)
+    body = await read_body(request, max_body_bytes, read_timeout_s)
     if content_type == "multipart/form-data":
         parts = await _from_multipart(request, body, max_images)
         images: list[bytes | ServiceError] = list(parts)

@@ -164,7 +164,11 @@ def _inference_of(
         tiling = resolve_tiling(tile, overlap, model.spec.tiling)
         settings = state.settings
         upload = await body.read_upload(
-            request, settings.max_body_bytes, settings.max_images_per_request
+            request,
+            settings.max_body_bytes,
+            settings.max_images_per_request,
+            # The body may take the read timeout, never longer than the request has left.
+            max(0.0, min(settings.body_read_timeout_s, timer.remaining(deadline.seconds))),
         )
         decode = _decoder(state, timer, tiled=tiling is not None)
         resolved = functools.partial(

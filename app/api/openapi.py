@@ -85,7 +85,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # What the inference routes can answer besides 200.
-INFERENCE_ERRORS = error_responses(400, 401, 404, 413, 415, 422, 500, 503, 504)
+INFERENCE_ERRORS = error_responses(400, 401, 404, 408, 413, 415, 422, 500, 503, 504)
 
 
 def image_responses(json_model: type, description: str) -> dict[int | str, dict[str, Any]]:

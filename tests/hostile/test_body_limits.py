@@ -7,6 +7,7 @@ upload is not read.
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import threading
@@ -18,7 +19,7 @@ import pytest
 import uvicorn
 
 from app.main import create_app
-from tests.api.conftest import Served, make_settings
+from tests.api.conftest import Served, encode, make_settings, sample_image
 from tests.fakes import fake_loader, fake_pair
 
 CAP = 1024 * 1024
@@ -151,3 +152,33 @@ def test_a_real_server_refuses_a_chunked_gigabyte_and_closes(server_port: int) -
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
     assert b"payload_too_large" in answer
     assert CAP < sent < 64 * CAP
+
+
+# --- a body that trickles in --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("settings_overrides", [{"body_read_timeout_s": 0.5}])
+async def test_a_trickled_body_is_cut_off_with_408_while_others_are_answered(
+    served: Served,
+) -> None:
+    async def trickle() -> AsyncIterator[bytes]:
+        data = encode(sample_image())
+        for k in range(0, len(data), 8):  # 8 bytes every 0.1 s: about 80 bytes a second
+            await asyncio.sleep(0.1)
+            yield data[k : k + 8]
+
+    slow = asyncio.ensure_future(
+        served.client.post("/segment", content=trickle(), headers={"Content-Type": "image/png"})
+    )
+    await asyncio.sleep(0.1)
+    # Meanwhile another request is answered at once, and the trickle holds no decode slot.
+    other = await served.client.post(
+        "/segment", content=encode(sample_image()), headers={"Content-Type": "image/png"}
+    )
+    assert other.status_code == 200
+    response = await asyncio.wait_for(slow, 10)
+    assert response.status_code == 408
+    assert response.json()["error"]["code"] == "request_timeout"
+    assert "SEGSERVE_BODY_READ_TIMEOUT_S" in response.json()["error"]["message"]
+    assert response.headers["connection"] == "close"
+    assert served.semantic.batches == [1]  # only the other request reached the model
