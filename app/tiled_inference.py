@@ -108,7 +108,7 @@ async def segment_tiled(
     infer_s, stitch_s = await _run_windows(model, image, grid, None, timeout_s, stitcher.add)
     wall_s = time.perf_counter() - started
     result = SemanticResult(class_map=stitcher.class_map)
-    return TiledResult(result, len(grid), wall_s - infer_s - stitch_s, infer_s, stitch_s)
+    return TiledResult(result, len(grid), _queue_s(wall_s, infer_s, stitch_s), infer_s, stitch_s)
 
 
 async def detect_tiled(
@@ -127,4 +127,10 @@ async def detect_tiled(
     stitch_s = take_s + time.perf_counter() - merge_started
     result = InstanceResult(grid.height, grid.width, merged[: params.max_instances])
     wall_s = time.perf_counter() - started
-    return TiledResult(result, len(grid), wall_s - infer_s - stitch_s, infer_s, stitch_s)
+    return TiledResult(result, len(grid), _queue_s(wall_s, infer_s, stitch_s), infer_s, stitch_s)
+
+
+def _queue_s(wall_s: float, infer_s: float, stitch_s: float) -> float:
+    """The rest of the wall time: stitching overlaps the next windows' batches, so the three
+    may add up to more than the wall time; queue is then 0, never negative."""
+    return max(0.0, wall_s - infer_s - stitch_s)

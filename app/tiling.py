@@ -90,6 +90,9 @@ class TileGrid:
         return image[window.y : window.y + h, window.x : window.x + w]
 
 
+_ROWS_PER_REDUCTION = 16
+
+
 class BandStitcher:
     """Sums window logits band by band into a uint8 class map (windows added in grid order).
 
@@ -141,8 +144,12 @@ class BandStitcher:
         self._band_top = y
 
     def _finalise(self, rows: int) -> None:
+        # A few rows at a time: argmax over the class axis of a band slice copies it first,
+        # so reducing all its rows at once would hold a second band for a moment.
         top = self._band_top
-        self.class_map[top : top + rows] = self._band[:, :rows].argmax(axis=0)
+        for start in range(0, rows, _ROWS_PER_REDUCTION):
+            end = min(rows, start + _ROWS_PER_REDUCTION)
+            self.class_map[top + start : top + end] = self._band[:, start:end].argmax(axis=0)
 
     @property
     def done(self) -> bool:
