@@ -77,7 +77,10 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 COPY README.md ./
 COPY app ./app
-RUN pip install --no-deps . && segserve --help > /dev/null
+# The Python client too (its dependencies are the service's already): `segserve predict`
+# uses it, as `make install` installs it beside the service.
+COPY clients/python ./clients/python
+RUN pip install --no-deps . ./clients/python && segserve --help > /dev/null
 
 # ----------------------------------------------------------------------------- weights
 FROM builder AS weights

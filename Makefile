@@ -32,7 +32,7 @@ VENV           ?= .venv
 TORCH_SPEC     ?= torch==2.14.1 torchvision==0.29.1
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS    ?=
-FAST_TESTS     ?= tests/unit tests/api tests/hostile tests/deploy tests/docs tests/bench
+FAST_TESTS     ?= tests/unit tests/api tests/hostile tests/deploy tests/docs tests/bench tests/client
 SERVE_ARGS     ?=
 BENCH_ARGS     ?=
 MODELS         ?=
@@ -61,9 +61,10 @@ $(STAMP): FORCE
 endif
 FORCE: ;
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# The Python client (clients/python) too: segserve predict and tests/client use it.
+$(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(TORCH_PIP_ARGS) $(TORCH_SPEC)
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev]' -e ./clients/python
 	echo '$(INSTALL_ID)' > $@
 
 venv install: $(STAMP)
@@ -108,9 +109,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Lint first, then every test; -q keeps pytest's one-line summary ("N passed in ...").
+# Lint first, then every test; -q keeps pytest's one-line summary ("N passed in ..."), -rs
+# lists why each skipped test was skipped (tests/browser without Chromium says so).
 test: $(STAMP) lint
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
 # The loop to run while editing: every quick test directory, without the lint. Left out:
 # tests/integration and tests/e2e (real torchvision networks, a real server process), which

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.errors import ConfigError
 from app.memory import keep_freed_memory
+from app.predict import add_arguments as add_predict_arguments
 from app.predictors.loading import check_options, resolve_device
 from app.predictors.repository import ModelSpec, load_repository
 from app.predictors.weights import (
@@ -62,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--write", action="store_true", help="(re)write the generated files")
     mode.add_argument("--check", action="store_true", help="exit 1 if one is stale")
     settings_parser.add_argument("--root", default=".", help="the repository root (default: .)")
+    predict = sub.add_parser(
+        "predict",
+        help="segment images and folders into result files (docs/client.md), through a "
+        "service (--url) or the models started here",
+    )
+    add_predict_arguments(predict)
     return parser
 
 
@@ -231,6 +238,16 @@ def cmd_settings(write: bool, check: bool, root: str) -> int:
     return 0
 
 
+def cmd_predict(settings: Settings, args: argparse.Namespace) -> int:
+    """``segserve predict`` (app/predict.py); without --url, preflight as ``serve`` does."""
+    from app.predict import predict_command, require_client
+
+    require_client()
+    if args.url is None:
+        preflight(settings)
+    return predict_command(settings, args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "settings":  # needs no valid settings: it documents them
@@ -245,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve(settings, args.host, args.port)
         if args.command == "weights":
             return cmd_fetch(settings, args.models)
+        if args.command == "predict":
+            return cmd_predict(settings, args)
         return cmd_models(settings)
     except ConfigError as exc:
         print(f"segserve: error: {exc}", file=sys.stderr)

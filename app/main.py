@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import faults
-from app.api import handlers, health, instances, models, segment
+from app.api import handlers, health, instances, models, segment, ui
 from app.api import metrics as metrics_route
 from app.api.auth import require_api_key
 from app.api.deadline import REQUEST_TIMEOUT_HEADER
@@ -135,4 +135,6 @@ def create_app(
     app.include_router(metrics_route.router)  # open too: scrapers carry no keys
     for module in (segment, instances, models):
         app.include_router(module.router, dependencies=[Depends(require_api_key)])
+    if settings.ui:
+        app.include_router(ui.router)  # the page is open; its API calls carry the key
     return app
