@@ -1,0 +1,119 @@
+"""What the Python client adds to a request's latency, against plain httpx on the same request.
+
+One service process; requests alternate between ``segserve_client.Client.segment`` (which
+also decodes the answer into a numpy class map) and a plain ``httpx.Client.post`` of the same
+bytes with the same query (which only reads the body). The figure is the ratio of the median
+latencies, minus one (target: under 2%).
+
+    python -m bench.client_overhead [--requests 40] [--size 320x240] [--format png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from segserve_client import Client
+
+from bench.images import jpeg_bytes, photo_like
+from bench.report import RESULTS_DIR, save_json
+from bench.run import machine
+from bench.servers import RunningServer, ServerCommand, free_port, write_model_toml
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lraspp_mobilenet_v3_large")
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--size", default="320x240", help="WIDTHxHEIGHT")
+    parser.add_argument("--format", default="png", choices=["png", "json"])
+    parser.add_argument("--name", default="client-overhead")
+    return parser.parse_args(argv)
+
+
+def _service(models_dir: Path) -> ServerCommand:
+    port = free_port()
+    env = {
+        "SEGSERVE_MODELS_DIR": str(models_dir),
+        "SEGSERVE_ALLOW_DOWNLOAD": "false",
+        "SEGSERVE_PORT": str(port),
+        "SEGSERVE_LOG_LEVEL": "warning",
+        "SEGSERVE_API_KEY": "",
+    }
+    script = Path(sys.executable).with_name("segserve")
+    argv = [str(script), "serve"] if script.is_file() else [sys.executable, "-m", "app", "serve"]
+    return ServerCommand("service", argv, port, "/readyz", env)
+
+
+def _measure(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    width, height = (int(v) for v in args.size.split("x"))
+    image = jpeg_bytes(photo_like(width, height))
+    params = {"format": args.format}
+    plain_s: list[float] = []
+    client_s: list[float] = []
+    with httpx.Client(base_url=base_url, timeout=120) as plain, Client(base_url) as client:
+
+        def by_client() -> float:
+            started = time.perf_counter()
+            result = client.segment(image, format=args.format)
+            _ = result.class_map  # decoded, as a caller would use it
+            return time.perf_counter() - started
+
+        def by_httpx() -> float:
+            started = time.perf_counter()
+            response = plain.post("/segment", params=params, files={"image": ("i.jpg", image)})
+            response.raise_for_status()
+            _ = response.content
+            return time.perf_counter() - started
+
+        for _ in range(3):  # warm both connections and the model
+            by_client(), by_httpx()
+        for k in range(args.requests):
+            # Alternate which goes first, so neither always follows the other.
+            first, second = (by_client, by_httpx) if k % 2 == 0 else (by_httpx, by_client)
+            a, b = first(), second()
+            (client_s if first is by_client else plain_s).append(a)
+            (plain_s if first is by_client else client_s).append(b)
+    return {
+        "requests_each": args.requests,
+        "image_size": args.size,
+        "format": args.format,
+        "plain_httpx_s": plain_s,
+        "client_s": client_s,
+        "median_plain_s": statistics.median(plain_s),
+        "median_client_s": statistics.median(client_s),
+        "overhead": statistics.median(client_s) / statistics.median(plain_s) - 1,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    with tempfile.TemporaryDirectory() as scratch:
+        models_dir = Path(scratch) / "models"
+        write_model_toml(models_dir, args.model)
+        command = _service(models_dir)
+        with RunningServer(
+            command,
+            workdir=Path(scratch),
+            log_path=Path(scratch) / "service.log",
+            start_timeout_s=600,
+        ):
+            figures = _measure(command.base_url, args)
+    result = {"model": args.model, **figures, "machine": machine()}
+    path = save_json(result, RESULTS_DIR / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    print(
+        f"median latency over {args.requests} requests each: plain httpx "
+        f"{figures['median_plain_s'] * 1000:.1f} ms, client {figures['median_client_s'] * 1000:.1f}"
+        f" ms (decoding included): overhead {figures['overhead'] * 100:+.2f}%; written to {path}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
