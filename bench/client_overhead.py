@@ -24,7 +24,7 @@ from segserve_client import Client
 from bench.images import jpeg_bytes, photo_like
 from bench.report import RESULTS_DIR, save_json
 from bench.run import machine
-from bench.servers import RunningServer, ServerCommand, free_port, write_model_toml
+from bench.servers import RunningServer, segserve_command, write_model_toml
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -35,20 +35,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--format", default="png", choices=["png", "json"])
     parser.add_argument("--name", default="client-overhead")
     return parser.parse_args(argv)
-
-
-def _service(models_dir: Path) -> ServerCommand:
-    port = free_port()
-    env = {
-        "SEGSERVE_MODELS_DIR": str(models_dir),
-        "SEGSERVE_ALLOW_DOWNLOAD": "false",
-        "SEGSERVE_PORT": str(port),
-        "SEGSERVE_LOG_LEVEL": "warning",
-        "SEGSERVE_API_KEY": "",
-    }
-    script = Path(sys.executable).with_name("segserve")
-    argv = [str(script), "serve"] if script.is_file() else [sys.executable, "-m", "app", "serve"]
-    return ServerCommand("service", argv, port, "/readyz", env)
 
 
 def _measure(base_url: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -97,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         models_dir = Path(scratch) / "models"
         write_model_toml(models_dir, args.model)
-        command = _service(models_dir)
+        command = segserve_command(models_dir)
         with RunningServer(
             command,
             workdir=Path(scratch),

@@ -70,6 +70,25 @@ def write_model_toml(
     return path
 
 
+def segserve_command(models_dir: Path, **settings: str) -> ServerCommand:
+    """``segserve serve`` on a free port for a repository of untrained models, quiet, with
+    no API key; ``settings``: more SEGSERVE_* values (``max_queue_size="1"``)."""
+    port = free_port()
+    env = {
+        "SEGSERVE_MODELS_DIR": str(models_dir),
+        "SEGSERVE_WEIGHTS_DIR": str(models_dir),
+        "SEGSERVE_ALLOW_DOWNLOAD": "false",
+        "SEGSERVE_PORT": str(port),
+        "SEGSERVE_LOG_LEVEL": "warning",
+        "SEGSERVE_API_KEY": "",
+        **{f"SEGSERVE_{name.upper()}": value for name, value in settings.items()},
+    }
+    # The installed console script, as an operator starts it (`python -m app` without one).
+    script = Path(sys.executable).with_name("segserve")
+    argv = [str(script), "serve"] if script.is_file() else [sys.executable, "-m", "app", "serve"]
+    return ServerCommand("service", argv, port, "/readyz", env)
+
+
 @dataclass
 class ServerCommand:
     """How to start one server and how to tell that it is ready."""

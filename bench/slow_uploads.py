@@ -25,7 +25,7 @@ import httpx
 from bench.images import jpeg_bytes, photo_like
 from bench.report import RESULTS_DIR, save_json
 from bench.run import machine
-from bench.servers import RunningServer, ServerCommand, free_port, write_model_toml
+from bench.servers import RunningServer, ServerCommand, segserve_command, write_model_toml
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -36,24 +36,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--read-timeout", type=float, default=4.0)
     parser.add_argument("--name", default="slow-uploads")
     return parser.parse_args(argv)
-
-
-def _service(models_dir: Path, read_timeout_s: float) -> ServerCommand:
-    port = free_port()
-    env = {
-        "SEGSERVE_MODELS_DIR": str(models_dir),
-        "SEGSERVE_ALLOW_DOWNLOAD": "false",
-        "SEGSERVE_PORT": str(port),
-        "SEGSERVE_LOG_LEVEL": "warning",
-        "SEGSERVE_API_KEY": "",
-        # One decode slot and one queue place: a trickle holding either would block the rest.
-        "SEGSERVE_MAX_CONCURRENT_DECODES": "1",
-        "SEGSERVE_MAX_QUEUE_SIZE": "1",
-        "SEGSERVE_BODY_READ_TIMEOUT_S": str(read_timeout_s),
-    }
-    script = Path(sys.executable).with_name("segserve")
-    argv = [str(script), "serve"] if script.is_file() else [sys.executable, "-m", "app", "serve"]
-    return ServerCommand("service", argv, port, "/readyz", env)
 
 
 async def _trickle(port: int, body: bytes) -> int:
@@ -118,7 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         models_dir = Path(scratch) / "models"
         write_model_toml(models_dir, args.model)
-        command = _service(models_dir, args.read_timeout)
+        command = segserve_command(
+            models_dir,
+            # One decode slot and one queue place: a trickle holding either would block.
+            max_concurrent_decodes="1",
+            max_queue_size="1",
+            body_read_timeout_s=str(args.read_timeout),
+        )
         with RunningServer(
             command,
             workdir=Path(scratch),
