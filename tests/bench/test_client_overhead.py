@@ -14,6 +14,7 @@ def test_client_and_plain_httpx_alternate_on_one_service(
     (written,) = tmp_path.glob("client-overhead-*.json")
     result = json.loads(written.read_text())
     assert len(result["client_s"]) == len(result["plain_httpx_s"]) == 2
+    assert result["without_server"]["client_ms"] > 0 < result["without_server"]["plain_httpx_ms"]
     assert result["overhead"] == pytest.approx(
         result["median_client_s"] / result["median_plain_s"] - 1
     )
