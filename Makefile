@@ -10,6 +10,7 @@
 #   make models         list the model repository and where each model's weights come from
 #   make fetch-weights  download the torchvision weights the repository needs (MODELS="a b")
 #   make bench          the benchmark suite, ~1 h on 2 cores (bench/run.py; BENCH_ARGS="--quick")
+#   make gpu-check      on a CUDA machine: CUDA tests + GPU sweep into one folder, < 8 min, offline
 #   make clean          remove caches and build files (keeps .venv and weights/)
 #   make distclean      clean, and remove .venv too
 #
@@ -45,10 +46,10 @@ INSTALL_ID := $(strip $(TORCH_SPEC) $(TORCH_PIP_ARGS))
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: help venv install reinstall serve test test-fast lint lint-deploy format docs bench models \
-        fetch-weights clean distclean FORCE
+        fetch-weights clean distclean gpu-check FORCE
 
 help:
-	@sed -n '3,15p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
+	@sed -n '3,16p' $(firstword $(MAKEFILE_LIST)) | sed 's/^# \{0,1\}//'
 
 # ----------------------------------------------------------------------------- install
 
@@ -92,6 +93,10 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# bench/gpu_check.sh: no install step (the GPU machine is offline), the .venv as it is.
+gpu-check:
+	PYTHON=$(abspath $(BIN))/python bash bench/gpu_check.sh $(GPU_CHECK_DIR)
 
 # -------------------------------------------------------------------------------- checks
 

@@ -90,7 +90,20 @@ class TileGrid:
         return image[window.y : window.y + h, window.x : window.x + w]
 
 
-_ROWS_PER_REDUCTION = 16
+_ROWS_PER_REDUCTION = 64
+
+
+def _argmax_classes(sums: np.ndarray) -> np.ndarray:
+    """``sums.argmax(axis=0)`` as uint8 (ties to the lowest class, as argmax breaks them),
+    by a running maximum over the class planes: numpy's argmax over the first axis copies
+    the block into another layout first, which takes longer and holds a second copy."""
+    best = sums[0].copy()
+    index = np.zeros(best.shape, dtype=np.uint8)
+    for class_id in range(1, sums.shape[0]):
+        better = sums[class_id] > best
+        np.copyto(best, sums[class_id], where=better)
+        index[better] = class_id
+    return index
 
 
 class BandStitcher:
@@ -144,12 +157,10 @@ class BandStitcher:
         self._band_top = y
 
     def _finalise(self, rows: int) -> None:
-        # A few rows at a time: argmax over the class axis of a band slice copies it first,
-        # so reducing all its rows at once would hold a second band for a moment.
         top = self._band_top
         for start in range(0, rows, _ROWS_PER_REDUCTION):
             end = min(rows, start + _ROWS_PER_REDUCTION)
-            self.class_map[top + start : top + end] = self._band[:, start:end].argmax(axis=0)
+            self.class_map[top + start : top + end] = _argmax_classes(self._band[:, start:end])
 
     @property
     def done(self) -> bool:
