@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +24,7 @@ from segserve_client import Client
 from bench.images import jpeg_bytes, photo_like
 from bench.report import RESULTS_DIR, save_json
 from bench.run import machine
-from bench.servers import RunningServer, segserve_command, write_model_toml
+from bench.servers import untrained_service
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -129,18 +127,9 @@ def _client_work_ms(image: bytes, fmt: str, body: bytes, media_type: str) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    with tempfile.TemporaryDirectory() as scratch:
-        models_dir = Path(scratch) / "models"
-        write_model_toml(models_dir, args.model)
-        command = segserve_command(models_dir)
-        with RunningServer(
-            command,
-            workdir=Path(scratch),
-            log_path=Path(scratch) / "service.log",
-            start_timeout_s=600,
-        ):
-            figures = _measure(command.base_url, args)
-            figures["without_server"] = _without_server(command.base_url, args)
+    with untrained_service(args.model) as command:
+        figures = _measure(command.base_url, args)
+        figures["without_server"] = _without_server(command.base_url, args)
     result = {"model": args.model, **figures, "machine": machine()}
     path = save_json(result, RESULTS_DIR / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
     print(

@@ -129,7 +129,8 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
-def _env_pair(text: str) -> tuple[str, str]:
+def env_pair(text: str) -> tuple[str, str]:
+    """An argparse type for ``--env KEY=VALUE``."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"want KEY=VALUE; got {text!r}")
@@ -219,7 +220,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--env",
-        type=_env_pair,
+        type=env_pair,
         action="append",
         default=[],
         metavar="KEY=VALUE",

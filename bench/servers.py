@@ -14,8 +14,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -192,3 +193,20 @@ class RunningServer:
         # Workers LitServe spawned may outlive their parent for a moment: clear the group.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def untrained_service(architecture: str, **settings: str) -> Iterator[ServerCommand]:
+    """A running ``segserve serve`` of one untrained model (as shipped batches it), in a
+    scratch directory; ``settings`` as for :func:`segserve_command`."""
+    with tempfile.TemporaryDirectory() as scratch:
+        models_dir = Path(scratch) / "models"
+        write_model_toml(models_dir, architecture)
+        command = segserve_command(models_dir, **settings)
+        with RunningServer(
+            command,
+            workdir=Path(scratch),
+            log_path=Path(scratch) / "service.log",
+            start_timeout_s=600,
+        ):
+            yield command

@@ -15,9 +15,7 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +23,7 @@ import httpx
 from bench.images import jpeg_bytes, photo_like
 from bench.report import RESULTS_DIR, save_json
 from bench.run import machine
-from bench.servers import RunningServer, ServerCommand, segserve_command, write_model_toml
+from bench.servers import ServerCommand, untrained_service
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -97,23 +95,14 @@ async def _measure(command: ServerCommand, args: argparse.Namespace) -> dict[str
 
 def main(argv: list[str] | None = None) -> int:
     args = _arguments(argv)
-    with tempfile.TemporaryDirectory() as scratch:
-        models_dir = Path(scratch) / "models"
-        write_model_toml(models_dir, args.model)
-        command = segserve_command(
-            models_dir,
-            # One decode slot and one queue place: a trickle holding either would block.
-            max_concurrent_decodes="1",
-            max_queue_size="1",
-            body_read_timeout_s=str(args.read_timeout),
-        )
-        with RunningServer(
-            command,
-            workdir=Path(scratch),
-            log_path=Path(scratch) / "service.log",
-            start_timeout_s=600,
-        ):
-            figures = asyncio.run(_measure(command, args))
+    with untrained_service(
+        args.model,
+        # One decode slot and one queue place: a trickle holding either would block.
+        max_concurrent_decodes="1",
+        max_queue_size="1",
+        body_read_timeout_s=str(args.read_timeout),
+    ) as command:
+        figures = asyncio.run(_measure(command, args))
     result = {"model": args.model, **figures, "machine": machine()}
     path = save_json(result, RESULTS_DIR / f"{args.name}-{time.strftime('%Y%m%d-%H%M%S')}.json")
     all_408 = all(status == 408 for status in figures["trickle_statuses"])

@@ -60,6 +60,7 @@ from bench.agreement import class_map_agreement
 from bench.images import jpeg_bytes, photo_like
 from bench.paired import summarise
 from bench.report import RESULTS_DIR, save_json
+from bench.run import env_pair, server_command
 from bench.servers import RunningServer, shipped_batching, task_of, write_model_toml
 
 DEFAULT_MODEL = "deeplabv3_mobilenet_v3_large"
@@ -217,8 +218,6 @@ def service_env(args: argparse.Namespace, jpeg_size: int, pixels: int) -> list[t
 def service(
     toml: Path, args: argparse.Namespace, env: list[tuple[str, str]], log: Path, scratch: Path
 ) -> Iterator[tuple[RunningServer, httpx.Client]]:
-    from bench.run import server_command
-
     options = SimpleNamespace(
         seed=args.seed, device=args.device, torch_threads=args.torch_threads, env=env
     )
@@ -661,13 +660,6 @@ def _variants(text: str) -> tuple[str, ...]:
     return names
 
 
-def _env_pair(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"want KEY=VALUE; got {text!r}")
-    return key, value
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.tiling",
@@ -703,7 +695,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--torch-threads", type=int, default=0, help="0: as the service picks")
     parser.add_argument(
         "--env",
-        type=_env_pair,
+        type=env_pair,
         action="append",
         default=[],
         metavar="KEY=VALUE",

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.e2e.process import serve_until_ready
+from tests.e2e.process import INSTANCE, serve_until_ready
 
 REQUIRE_ENV = "SEGSERVE_REQUIRE_BROWSER"
 MISSING_BROWSER = "chromium/chromedriver not installed: apt-get install chromium chromium-driver"
@@ -41,13 +41,6 @@ architecture = "lraspp_mobilenet_v3_large"
 checkpoint = "{CHECKPOINT}"
 categories = {CATEGORIES!r}
 """.replace("'", '"')
-INSTANCE = """task = "instance"
-architecture = "maskrcnn_resnet50_fpn_v2"
-weights = "none"
-[options]
-min_size = 96
-max_size = 128
-"""
 # Chromium as the machine notes run it: no GPU, no sandbox (root), and none of the background
 # connections that a closed network refuses.
 CHROMIUM_FLAGS = [

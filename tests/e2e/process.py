@@ -24,6 +24,14 @@ weights = "none"
 max_batch_size = 4
 max_wait_ms = 20
 """
+# A Mask R-CNN small enough to answer quickly on a CPU.
+INSTANCE = """task = "instance"
+architecture = "maskrcnn_resnet50_fpn_v2"
+weights = "none"
+[options]
+min_size = 96
+max_size = 128
+"""
 
 
 def free_port() -> int:

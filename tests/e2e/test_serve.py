@@ -12,17 +12,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.e2e.process import SEMANTIC, free_port, png, segserve, serve_until_ready
+from tests.e2e.process import INSTANCE, SEMANTIC, free_port, png, segserve, serve_until_ready
 
 pytestmark = pytest.mark.e2e
-
-INSTANCE = """task = "instance"
-architecture = "maskrcnn_resnet50_fpn_v2"
-weights = "none"
-[options]
-min_size = 96
-max_size = 128
-"""
 
 
 @pytest.fixture(scope="module")
