@@ -33,7 +33,8 @@ VENV           ?= .venv
 TORCH_SPEC     ?= torch==2.14.1 torchvision==0.29.1
 TORCH_PIP_ARGS ?=
 PYTEST_ARGS    ?=
-FAST_TESTS     ?= tests/unit tests/api tests/hostile tests/deploy tests/docs tests/bench tests/client
+FAST_TESTS     ?= tests/unit tests/api tests/hostile tests/deploy tests/docs tests/bench tests/client \
+                  tests/training
 SERVE_ARGS     ?=
 BENCH_ARGS     ?=
 MODELS         ?=

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.errors import ConfigError
+from app.evaluate import add_arguments as add_evaluate_arguments
 from app.memory import keep_freed_memory
 from app.predict import add_arguments as add_predict_arguments
 from app.predictors.loading import check_options, resolve_device
@@ -33,6 +34,8 @@ from app.predictors.weights import (
     weights_source,
 )
 from app.state import AppState, app_state
+from app.training.command import add_arguments as add_finetune_arguments
+from app.training.command import finetune_command
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,18 @@ def _parser() -> argparse.ArgumentParser:
         "service (--url) or the models started here",
     )
     add_predict_arguments(predict)
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="a model's metrics on a dataset split (mIoU, or COCO mask/box AP), in this "
+        "process or through a service (--url)",
+    )
+    add_evaluate_arguments(evaluate)
+    finetune = sub.add_parser(
+        "finetune",
+        help="train a model on your own classes (docs/training.md) and install it into the "
+        "model repository",
+    )
+    add_finetune_arguments(finetune)
     return parser
 
 
@@ -264,6 +279,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_fetch(settings, args.models)
         if args.command == "predict":
             return cmd_predict(settings, args)
+        if args.command == "evaluate":
+            from app.evaluate import evaluate_command
+
+            return evaluate_command(settings, args)
+        if args.command == "finetune":
+            from app.threads import configure_torch_threads
+
+            configure_torch_threads(settings.torch_threads)
+            return finetune_command(settings, args)
         return cmd_models(settings)
     except ConfigError as exc:
         print(f"segserve: error: {exc}", file=sys.stderr)

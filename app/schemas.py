@@ -129,6 +129,11 @@ class ModelInfo(BaseModel):
         description="`torchvision:<Enum>.<MEMBER>`, `checkpoint:<file>` or `untrained`."
     )
     default: bool = Field(description="Whether it is the default for its task.")
+    resize: int | None = Field(
+        description="Semantic models: the short side (pixels) images are resized to before "
+        "the network (`[preprocessing] resize` in its TOML, else the preset's 520). Null for "
+        "instance models, whose resize is Mask R-CNN's own (`[options] min_size`, `max_size`)."
+    )
     batching: BatchingInfo
     tiling: TilingInfo | None = Field(
         description="The model's default tiling (`[tiling]` in its TOML), used when a request "

@@ -16,12 +16,12 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 from app.config import Precision
 from app.errors import ConfigError, ImageUnprocessable
 from app.predictors.bf16 import cast_to_bf16
 from app.predictors.fusion import fold_batchnorm as fold_batchnorm_into_convs
+from app.predictors.preprocessing import model_preprocess, resize_of
 from app.predictors.repository import ModelSpec
 from app.predictors.weights import ResolvedWeights
 
@@ -93,8 +93,8 @@ class TorchPredictor(ABC, Generic[ResultT]):
             # NHWC convolutions: oneDNN on CPU and cuDNN on GPU run them faster. The values
             # differ from NCHW by float rounding only (summation order).
             self.model = self.model.to(memory_format=torch.channels_last)
-        # Every model uses its architecture's published preprocessing, trained or not.
-        self.preprocess = tv_models.get_model_weights(spec.architecture).DEFAULT.transforms()
+        # The architecture's published preprocessing, with the model file's [preprocessing].
+        self.preprocess = model_preprocess(spec)
 
     def to_tensor(self, image: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 numpy -> (3, H, W) uint8 tensor on the device (as read_image gives)."""
@@ -170,4 +170,5 @@ class TorchPredictor(ABC, Generic[ResultT]):
             "fold_batchnorm": self.fold_batchnorm,
             "weights": self.source,
             "default": self.spec.default,
+            "resize": resize_of(self.spec),
         }

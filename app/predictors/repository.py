@@ -71,6 +71,25 @@ class TilingSpec(BaseModel):
         return self
 
 
+class PreprocessingSpec(BaseModel):
+    """A model file's `[preprocessing]` table: how images are prepared for the network.
+
+    Serving, `segserve evaluate` and `segserve finetune`'s validation all build their
+    transforms from it (:mod:`app.predictors.preprocessing`), so a model trained at one scale
+    is measured and served at that scale.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    resize: int | None = Field(
+        None,
+        ge=MIN_TILE,
+        le=MAX_TILE,
+        description="Short side (pixels) images are resized to before a semantic model "
+        "(default: the architecture preset's, 520).",
+    )
+
+
 class ModelSpec(BaseModel):
     """One model file of the repository (`models/NAME.toml`), validated."""
 
@@ -101,6 +120,7 @@ class ModelSpec(BaseModel):
     )
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     tiling: TilingSpec | None = Field(None, description="Tile requests by default.")
+    preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -131,6 +151,11 @@ class ModelSpec(BaseModel):
             )
         if self.sha256 is not None and self.untrained:
             raise ValueError('`sha256` pins a weights file; weights = "none" loads no file')
+        if self.task == "instance" and self.preprocessing.resize is not None:
+            raise ValueError(
+                "[preprocessing] resize is for semantic models; Mask R-CNN states its resize "
+                "with [options] min_size and max_size (its own transform)"
+            )
         reserved = {"weights", "weights_backbone", "num_classes", "progress"}
         if bad := reserved & self.options.keys():
             raise ValueError(f"[options] may not set {', '.join(sorted(bad))}: segserve sets them")

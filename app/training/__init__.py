@@ -1,0 +1,1 @@
+"""`segserve finetune` / `segserve evaluate`: datasets, recipes, the training loop."""
