@@ -25,12 +25,12 @@ Three modes, each on a generated shapes dataset (app/training/shapes.py) in a te
   (``--budget-min``; the command gets Ctrl-C when it is spent): the best ``val_mask_ap50``
   of the epochs that ended within it.
 
-    .venv/bin/python -m bench.finetune throughput            # ~3 min on 2 cores
+    .venv/bin/python -m bench.finetune throughput            # ~3-5 min on 2 idle cores
     .venv/bin/python -m bench.finetune throughput --model deeplabv3_mobilenet_v3_large --rounds 6
-    .venv/bin/python -m bench.finetune converge              # ~15 min on 2 cores
+    .venv/bin/python -m bench.finetune converge              # 12 epochs (target: < 15 min)
     .venv/bin/python -m bench.finetune converge --optimizer sgd --lr 0.01 --epochs 20
     .venv/bin/python -m bench.finetune converge-instance     # 30 min budget
-    .venv/bin/python -m bench.finetune MODE --quick          # tiny sizes: a smoke run (~10 s)
+    .venv/bin/python -m bench.finetune MODE --quick          # tiny sizes: a smoke run
 
 Writes ``bench/results/finetune-<mode>-<model>[-quick]/`` (``--out`` to choose):
 results.json (figures, settings, the machine: CPU model and flags, torch, threads), a plot
@@ -65,7 +65,7 @@ from torch import nn
 
 from bench.paired import summarise as paired_ratio
 from bench.report import RESULTS_DIR, plt, save_json
-from bench.servers import REPO_ROOT
+from bench.servers import REPO_ROOT, task_of
 from bench.tiling import machine
 
 THROUGHPUT_TARGET = 0.95  # segserve's images/s over the reference loop's
@@ -113,12 +113,12 @@ CONVERGE = {
 }  # fmt: skip
 QUICK_CONVERGE = {
     "converge": ConvergePlan(
-        "lraspp_mobilenet_v3_large", "scratch", 16, 4, 64, 4, 2, "adamw", 0.003, 0,
-        target=0.85, budget_min=None, bn_images=8,
+        "lraspp_mobilenet_v3_large", "scratch", 8, 2, 64, 4, 1, "adamw", 0.003, 0,
+        target=0.85, budget_min=None, bn_images=4,
     ),
     "converge-instance": ConvergePlan(
-        "maskrcnn_resnet50_fpn", "scratch", 4, 2, 96, 2, 1, "sgd", None, 0,
-        target=None, budget_min=30.0, bn_images=4,
+        "maskrcnn_resnet50_fpn", "scratch", 2, 1, 64, 2, 1, "sgd", None, 0,
+        target=None, budget_min=30.0, bn_images=2,
     ),
 }  # fmt: skip
 METRIC = {"converge": "val_miou", "converge-instance": "val_mask_ap50"}
@@ -230,7 +230,7 @@ class Sides:
         recipe.image_size, recipe.workers, recipe.amp = args.image_size, args.workers, args.amp
         recipe.seed = args.seed
         settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             device=args.device,
             weights_dir=scratch,
             allow_download=False,
@@ -368,7 +368,8 @@ def plot_blocks(blocks: Sequence[dict[str, Any]], title: str, path: Path) -> Non
 def run_throughput(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     from app.training.shapes import write_shapes_dataset
 
-    result = {"settings": _settings(args, ("model", "batch", "image_size", "steps", "rounds"))}
+    names = ("model", "batch", "image_size", "steps", "rounds")
+    result: dict[str, Any] = {"settings": _settings(args, names)}
     result["settings"] |= {"workers": args.workers, "device": args.device, "amp": args.amp}
     blocks: list[dict[str, Any]] = []
     with (
@@ -494,7 +495,8 @@ def convergence(
     """Per epoch: the metric, when the epoch ended (wall, from the command's start) and the
     training seconds so far (results.csv's ``seconds``); the first epoch at or above
     ``target`` and the best epoch (within ``budget_s``, when given)."""
-    epochs, train_s = [], 0.0
+    epochs: list[dict[str, Any]] = []
+    train_s = 0.0
     for row in rows:
         train_s += float(row.get("seconds", 0.0))
         epoch = int(row["epoch"])
@@ -721,6 +723,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             setattr(args, name, getattr(base, name))
     if args.mode == "throughput" and args.rounds > MAX_ROUNDS:
         parser.error(f"--rounds: at most {MAX_ROUNDS}")
+    if args.mode == "throughput" and task_of(args.model) != "semantic":
+        parser.error(f"--model: {args.model} is not semantic (the reference loop is)")
     if args.workers < 0:
         parser.error("--workers: 0 or more")
     return args
@@ -736,7 +740,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = f"finetune-{args.mode}-{args.model}{'-quick' if args.quick else ''}"
     out: Path = args.out or RESULTS_DIR / name
     out.mkdir(parents=True, exist_ok=True)
-    meta = {
+    meta: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "bench.finetune", *argv]),
         "started": stamp,
         "machine": machine(),

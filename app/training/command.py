@@ -83,6 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, help="stop after N epochs without improvement")
     parser.add_argument("--workers", type=int, help="data loading processes (default 2)")
     parser.add_argument("--seed", type=int, help="seed of the run (default 0)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: SEGSERVE_DEVICE, auto)")
     parser.add_argument("--bn-images", type=int, help="images for batch-norm statistics (256)")
     parser.add_argument(
         "--val-fraction",
@@ -127,6 +128,7 @@ def _job(args: argparse.Namespace, task: str) -> Job:
         run=run,
         install=not args.no_install,
         overwrite=args.overwrite,
+        device=args.device,
     )
 
 
@@ -142,7 +144,7 @@ def _job_args(job: Job) -> dict[str, Any]:
     }
 
 
-def _resumed_job(target: str) -> Job:
+def _resumed_job(target: str, device: str | None) -> Job:
     path = Path(target)
     run = RunFolder(path.parent.parent if path.suffix == ".pt" else path)
     if not run.last.is_file():
@@ -162,6 +164,7 @@ def _resumed_job(target: str) -> Job:
         install=saved["install"],
         overwrite=True,  # the run was allowed to install when it started
         resume=True,
+        device=device,
         args=saved,
     )
 
@@ -173,7 +176,7 @@ def finetune_command(
     dataset is refused or training diverged, 130 after Ctrl-C (state saved)."""
     err = out or sys.stderr
     if args.resume:
-        job = _resumed_job(args.resume)
+        job = _resumed_job(args.resume, args.device)
     elif args.data is None:
         raise ConfigError("--data is required (or --resume RUN)")
     try:

@@ -72,6 +72,7 @@ class Job:
     install: bool
     overwrite: bool
     resume: bool = False
+    device: str | None = None  # default: SEGSERVE_DEVICE
     args: dict[str, Any] = field(default_factory=dict)
 
     def serving_spec(self, categories: list[str]) -> ModelSpec:
@@ -103,7 +104,7 @@ class Trainer:
         self.job, self.dataset, self.out = job, dataset, out
         recipe = job.recipe
         self.recipe = recipe
-        self.device = resolve_device(settings.device)
+        self.device = resolve_device(job.device or settings.device)
         self.spec = job.serving_spec(dataset.categories)
         options: dict[str, Any] = dict(self.spec.options)
         if recipe.trainable_backbone_layers is not None:
@@ -244,8 +245,10 @@ class Trainer:
         )
         weights = ResolvedWeights(None, self.dataset.categories, "finetune")
         predictor = predictor_class(self.spec, served.eval(), weights, self.device)
+        # One image a batch, as `segserve evaluate` does by default: batched convolutions
+        # round differently, and the metric printed here must be the one evaluate reads.
         return evaluate_predictor(
-            predictor, self.dataset.val, self.dataset.categories, batch_size=self.recipe.batch
+            predictor, self.dataset.val, self.dataset.categories, batch_size=1
         )
 
     def run_epoch(self) -> dict[str, Any]:

@@ -299,8 +299,9 @@ def test_instance_in_process_equals_http_equals_pycocotools(setup: Setup, server
     assert over_http == in_process
 
     stats, detections = _instance_reference(setup)
-    print("DEBUG", in_process.as_dict(), stats)
     assert in_process.detections == detections
+    # Not vacuous: some random boxes do hit (random masks, at IoU >= 0.5, do not).
+    assert in_process.box_ap50 > 0
     got = {
         "segm": [in_process.mask_ap, in_process.mask_ap50, in_process.mask_ap75],
         "bbox": [in_process.box_ap, in_process.box_ap50, in_process.box_ap75],

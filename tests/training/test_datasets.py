@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def _class_of_colour(pixels: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("fmt", ["masks", "coco", "yolo"])
 def test_exif_rotated_images_get_labels_aligned_with_read_image(
-    tmp_path: Path, fmt: str
+    tmp_path: Path, fmt: Literal["masks", "coco", "yolo"]
 ) -> None:
     yaml_path = write_shapes_dataset(
         tmp_path, format=fmt, train=8, size=64, seed=3, exif_fraction=1.0
@@ -203,8 +204,9 @@ def test_instance_masks_match_pycocotools_for_polygons_and_both_rles(
     json_path = path.parent / "annotations" / "train.json"
     data = json.loads(json_path.read_text())
     kinds = {
-        "polygon" if isinstance(a["segmentation"], list) else
-        ("rle-str" if isinstance(a["segmentation"]["counts"], str) else "rle-list")
+        "polygon"
+        if isinstance(a["segmentation"], list)
+        else ("rle-str" if isinstance(a["segmentation"]["counts"], str) else "rle-list")
         for a in data["annotations"]
     }
     assert kinds == {"polygon", "rle-str", "rle-list"}  # all three kinds are exercised
@@ -239,8 +241,9 @@ def test_compressed_and_uncompressed_rle_decode_alike() -> None:
     truth = np.zeros((6, 5), dtype=np.uint8)
     truth[1:4, 2:5] = 1
     compressed = mask_utils.encode(np.asfortranarray(truth))
-    flat = truth.ravel(order="F")
-    runs, current, length = [], 0, 0
+    flat = truth.ravel(order="F").tolist()
+    runs: list[int] = []
+    current, length = 0, 0
     for v in flat:
         if v == current:
             length += 1

@@ -311,3 +311,69 @@ def test_mask_rcnn_from_yolo_labels_installs_a_model_whose_served_metrics_match(
     assert served.detections == int(row["val_detections"]) > 0
     assert served.mask_ap == pytest.approx(float(row["val_mask_ap"]), abs=1e-12)
     assert served.box_ap50 == pytest.approx(float(row["val_box_ap50"]), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "architecture",
+    [
+        "deeplabv3_mobilenet_v3_large",
+        "deeplabv3_resnet50",
+        "deeplabv3_resnet101",
+        "fcn_resnet50",
+        "fcn_resnet101",
+        "lraspp_mobilenet_v3_large",
+        "maskrcnn_resnet50_fpn",
+        "maskrcnn_resnet50_fpn_v2",
+    ],
+)
+def test_every_served_architecture_gets_heads_for_the_new_classes(architecture: str) -> None:
+    """A published network (its own 21 / 91 classes) with its class layers replaced answers
+    K + 1 classes, the auxiliary head included; nothing else is rebuilt."""
+    from torchvision import models as tv_models
+
+    from app.training.build import _builder_parameters, _replace_heads
+
+    builder = tv_models.get_model_builder(architecture)
+    kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None}
+    if "aux_loss" in _builder_parameters(architecture):
+        kwargs["aux_loss"] = True
+    if architecture.startswith("maskrcnn"):
+        kwargs.update(num_classes=91, min_size=64, max_size=64)
+    else:
+        kwargs["num_classes"] = 21
+    torch.manual_seed(0)
+    model = builder(**kwargs)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _replace_heads(model, architecture, 5)
+    after = model.state_dict()
+    changed = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
+    assert changed, "no layer was replaced"
+    assert all(
+        any(part in k for part in ("classifier", "predictor", "low_classifier")) for k in changed
+    ), changed
+    model.eval()
+    with torch.no_grad():
+        if architecture.startswith("maskrcnn"):
+            model.roi_heads.score_thresh = 0.0
+            out = model([torch.rand(3, 64, 64)])[0]
+            assert model.roi_heads.box_predictor.cls_score.out_features == 5
+            assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 5
+            assert int(out["labels"].max()) <= 4
+        else:
+            out = model(torch.rand(1, 3, 64, 64))
+            assert out["out"].shape[1] == 5
+            if "aux" in out:
+                assert out["aux"].shape[1] == 5
+            assert ("aux" in out) == (kwargs.get("aux_loss") is True)
+
+
+def test_patience_stops_a_run_that_no_longer_improves(
+    home: Path, shapes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A learning rate too small to change anything: epoch 2 is no better than epoch 1.
+    code = finetune(
+        home, shapes, "--epochs", "5", "--patience", "1", "--lr", "1e-12", "--no-install"
+    )
+    assert code == 0
+    assert [r["epoch"] for r in results(home)] == ["1", "2"]
+    assert "early stop" in capsys.readouterr().err

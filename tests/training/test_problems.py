@@ -248,7 +248,9 @@ def test_masks_folder_missing(make_dataset: MakeDataset) -> None:
     path = make_dataset("masks")
     edit_yaml(path, val={"images": "images/val", "masks": "masks/nope"})
     problems = problems_of(path)
-    assert problems[0] == Problem(str(path.parent / "masks/nope"), "the masks folder does not exist")
+    assert problems[0] == Problem(
+        str(path.parent / "masks/nope"), "the masks folder does not exist"
+    )
     assert len(problems) == 3  # and each of the 2 val images lacks its mask
 
 
@@ -294,8 +296,7 @@ def test_coco_problems_are_all_listed_with_their_annotation_ids(
         "64x64 as displayed",
         f"annotation {others[0]['id']}: image_id 999 is not an image of this file",
         f"annotation {others[1]['id']}: category_id 4 is not a category (known: 2, 5, 9)",
-        f"annotation {others[2]['id']}: bbox [3, 4, 0, 10] has zero (or negative) width or "
-        "height",
+        f"annotation {others[2]['id']}: bbox [3, 4, 0, 10] has zero (or negative) width or height",
         f"annotation {others[3]['id']}: has no segmentation (polygons or RLE): instance "
         "training needs masks",
     }
@@ -313,8 +314,12 @@ def test_coco_size_of_an_exif_rotated_image_mentions_exif(make_dataset: MakeData
     entry["width"], entry["height"] = 64, 30  # the stored size
     data["annotations"] = [a for a in data["annotations"] if a["image_id"] != entry["id"]]
     json_path = write_coco(root, data)
-    only(problems_of(path), json_path, "is 64x30 in the JSON but 30x64 as displayed",
-         "EXIF orientation 8")
+    only(
+        problems_of(path),
+        json_path,
+        "is 64x30 in the JSON but 30x64 as displayed",
+        "EXIF orientation 8",
+    )
 
 
 def test_coco_no_classes_and_duplicate_class_names(make_dataset: MakeDataset) -> None:
@@ -330,11 +335,15 @@ def test_coco_no_classes_and_duplicate_class_names(make_dataset: MakeDataset) ->
 
 def test_a_bare_coco_json_whose_images_are_nowhere(tmp_path: Path) -> None:
     json_path = tmp_path / "instances.json"
-    json_path.write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 4}],
-        "annotations": [],
-        "categories": [{"id": 1, "name": "thing"}],
-    }))
+    json_path.write_text(
+        json.dumps(
+            {
+                "images": [{"id": 1, "file_name": "a.jpg", "height": 4, "width": 4}],
+                "annotations": [],
+                "categories": [{"id": 1, "name": "thing"}],
+            }
+        )
+    )
     problem = only(problems_of(json_path), json_path, "image 1 (a.jpg) is listed but")
     for folder in (tmp_path, tmp_path / "images", tmp_path.parent / "images"):
         assert str(folder) in problem.message

@@ -11,14 +11,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from app.evaluate import evaluate_predictor
 from app.evaluation import ConfusionMatrix, Detection, instance_metrics
 from app.output.rle import mask_to_rle
-from app.results import Instance, InstanceResult
-from app.training.datasets import InstanceAnnotation, InstanceSample
+from app.results import Instance, InstanceResult, SemanticResult
+from app.training.datasets import InstanceAnnotation, InstanceSample, SemanticSample
 
 NAMES = ["background", "cat", "dog", "bird"]
 
@@ -350,3 +352,54 @@ def _uncompressed_counts(mask: np.ndarray) -> list[int]:
 def test_results_must_match_samples() -> None:
     with pytest.raises(ValueError, match="2 samples but 1 results"):
         instance_metrics(SAMPLES, [[]], NAMES)
+
+
+# ------------------------------------------------- app/evaluate.py with a fake predictor
+
+
+class _EchoPredictor:
+    """Predicts each image's own red channel as its class map; records the batches."""
+
+    task = "semantic"
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def network_shape(self, height: int, width: int) -> tuple[int, int]:
+        return (height, width)
+
+    def default_params(self) -> None:
+        return None
+
+    def predict_batch(self, images: list[np.ndarray], params: list[Any]) -> list[Any]:
+        assert len({image.shape for image in images}) == 1, "one network shape a batch"
+        self.batches.append([image.shape[:2] for image in images])
+        return [SemanticResult(class_map=image[..., 0].copy()) for image in images]
+
+
+def test_evaluate_predictor_batches_by_shape_and_scores_every_image(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    samples, expected = [], ConfusionMatrix(3)
+    for k, shape in enumerate([(8, 8), (8, 9), (8, 8), (8, 8), (8, 9), (8, 8), (6, 5)]):
+        classes = rng.integers(0, 3, shape).astype(np.uint8)
+        labels = classes.copy()
+        labels[0, :] = rng.integers(0, 3, shape[1])  # some errors
+        labels[-1, -1] = 255
+        image, mask = tmp_path / f"{k}.png", tmp_path / f"{k}-mask.png"
+        Image.fromarray(np.stack([classes] * 3, axis=-1)).save(image)
+        Image.fromarray(labels).save(mask)
+        samples.append(SemanticSample(image, mask))
+        expected.update(labels, classes)
+    predictor = _EchoPredictor()
+    seen: list[str] = []
+
+    class Sink:
+        def update(self, source: str, error: str | None, output: str | None) -> None:
+            assert error is None and output is not None and output.endswith("classes")
+            seen.append(source)
+
+    metrics = evaluate_predictor(predictor, samples, ["a", "b", "c"], batch_size=3, progress=Sink())
+    assert metrics.confusion == expected.compute().confusion
+    assert sorted(seen) == sorted(str(s.image) for s in samples)
+    assert sum(len(b) for b in predictor.batches) == len(samples)
+    assert max(len(b) for b in predictor.batches) == 3

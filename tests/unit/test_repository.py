@@ -141,3 +141,44 @@ def test_missing_or_empty_repository(tmp_path: Path) -> None:
         load_repository(tmp_path)
     with pytest.raises(ConfigError, match="not a directory"):
         load_repository(tmp_path / "absent")
+
+
+def test_preprocessing_resize_is_the_short_side_the_predictor_resizes_to(tmp_path: Path) -> None:
+    import torch
+
+    from app.predictors.preprocessing import model_preprocess, resize_of
+    from app.predictors.semantic import SemanticPredictor
+    from app.predictors.weights import ResolvedWeights
+
+    text = 'task = "semantic"\narchitecture = "lraspp_mobilenet_v3_large"\nweights = "none"\n'
+    plain = load_spec(write(tmp_path, "plain", text))
+    mine = load_spec(write(tmp_path, "mine", text + "[preprocessing]\nresize = 128\n"))
+    assert (resize_of(plain), resize_of(mine)) == (520, 128)
+    preset = model_preprocess(plain)
+    custom = model_preprocess(mine)
+    assert (custom.mean, custom.std) == (preset.mean, preset.std)
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    model = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=2)
+    weights = ResolvedWeights(None, ["a", "b"], "untrained")
+    predictor = SemanticPredictor(mine, model.eval(), weights, torch.device("cpu"))
+    assert predictor.network_shape(300, 600) == (128, 256)
+    assert predictor.describe()["resize"] == 128
+    image = torch.randint(0, 256, (3, 300, 600), dtype=torch.uint8)
+    assert predictor.preprocess(image).shape == (3, 128, 256)
+
+
+@pytest.mark.parametrize(
+    ("task", "arch", "table", "message"),
+    [
+        ("instance", "maskrcnn_resnet50_fpn", "resize = 512", "min_size and max_size"),
+        ("semantic", "fcn_resnet50", "resize = 8", "greater than or equal to 16"),
+        ("semantic", "fcn_resnet50", "size = 300", "preprocessing.size"),
+    ],
+)
+def test_bad_preprocessing_is_refused(
+    tmp_path: Path, task: str, arch: str, table: str, message: str
+) -> None:
+    text = f'task = "{task}"\narchitecture = "{arch}"\n[preprocessing]\n{table}\n'
+    with pytest.raises(ConfigError, match=message):
+        load_spec(write(tmp_path, "bad", text))

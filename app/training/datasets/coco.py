@@ -15,6 +15,7 @@ from typing import Any
 
 from app.training.datasets.description import Split
 from app.training.datasets.images import ImageHeader, read_header
+from app.training.datasets.rasterize import rle_box
 from app.training.datasets.samples import InstanceAnnotation, InstanceSample, Problem, one_line
 
 
@@ -257,8 +258,6 @@ def _box(
             ys = [v for p in polygons for v in p[1::2]]
             value = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
         elif rle is not None:
-            from app.training.datasets.rasterize import rle_box
-
             value = rle_box(rle)
         else:
             return None
