@@ -153,16 +153,19 @@ def train_epoch(
         with autocast:
             losses = losses_of(model, on_device, recipe)
             loss = sum(losses.values(), torch.zeros((), device=device))
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrainingDiverged(_divergence_advice(value, position, recipe, optimizer))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        for name, part in losses.items():
-            sums[name] = sums.get(name, 0.0) + float(part.detach())
+        # One read of every loss, after the step (as the reference's logger does): reading
+        # before the backward would make a GPU finish the forward before queueing the rest.
+        values = torch.stack([loss.detach(), *(p.detach() for p in losses.values())]).tolist()
+        value = values[0]
+        if not math.isfinite(value):
+            raise TrainingDiverged(_divergence_advice(value, position, recipe, optimizer))
+        for name, part in zip(losses, values[1:], strict=True):
+            sums[name] = sums.get(name, 0.0) + part
         sums["loss"] = sums.get("loss", 0.0) + value
         trained += 1
         position.step = index + 1
