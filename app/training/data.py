@@ -3,6 +3,7 @@ model never waits for JPEG decoding."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -103,6 +104,13 @@ def _list_collate(batch: list[Any]) -> tuple[list[Any], list[Any]]:
     return list(images), list(targets)
 
 
+def _leave_interrupts_to_the_trainer(worker_id: int) -> None:
+    # Ctrl-C on a terminal reaches the whole process group: workers that died of it would
+    # fail the main process's next fetch before it could save its state (app/training/finetune.py
+    # stops after the current step instead).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: TorchDataset[Any],
     *,
@@ -124,4 +132,5 @@ def make_loader(
         drop_last=drop_last,
         collate_fn=_list_collate if lists else None,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=_leave_interrupts_to_the_trainer,
     )

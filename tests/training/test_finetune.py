@@ -25,9 +25,12 @@ SIZE = 96
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A semantic shapes dataset: 48 training and 12 validation images of 96 pixels."""
+    """A semantic shapes dataset: 48 training and 12 validation images of 96 pixels, a
+    quarter of them stored rotated with an EXIF orientation (labels in the displayed frame)."""
     out = tmp_path_factory.mktemp("shapes")
-    return write_shapes_dataset(out / "data", format="masks", train=48, val=12, size=SIZE, seed=3)
+    return write_shapes_dataset(
+        out / "data", format="masks", train=48, val=12, size=SIZE, seed=3, exif_fraction=0.25
+    )
 
 
 @pytest.fixture
@@ -377,3 +380,55 @@ def test_patience_stops_a_run_that_no_longer_improves(
     assert code == 0
     assert [r["epoch"] for r in results(home)] == ["1", "2"]
     assert "early stop" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_resumable_state_and_exits_130(home: Path, shapes: Path) -> None:
+    """A real SIGINT to a running `segserve finetune`: it finishes the step it is in, saves,
+    says how to resume, and exits 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [
+        sys.executable,
+        "-m",
+        "app",
+        "finetune",
+        "--data",
+        str(shapes),
+        "--model",
+        "lraspp_mobilenet_v3_large",
+        "--start",
+        "scratch",
+        "--image-size",
+        str(SIZE),
+        "--batch",
+        "4",
+        "--workers",
+        "1",
+        "--epochs",
+        "3",
+        "--no-install",
+        "--project",
+        str(home / "runs"),
+        "--name",
+        "stopped",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stderr is not None
+    lines = []
+    deadline = time.monotonic() + 120
+    for line in process.stderr:  # plain progress lines: not a terminal
+        lines.append(line)
+        if line.startswith("epoch 1/3 ") and "it/s" in line:
+            process.send_signal(signal.SIGINT)
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 130, "".join(lines) + rest
+    assert "continue with `segserve finetune --resume" in rest
+    saved = torch.load(home / "runs/stopped/weights/last.pt", weights_only=True)
+    assert saved["epoch"] == 0 and saved["step"] >= 1

@@ -1,6 +1,6 @@
 """The dataset description: a small Ultralytics-like YAML file, or a bare COCO JSON.
 
-Schema (docs/dev/training-contract.md, issue 13)::
+Schema (docs/training.md, "Datasets")::
 
     task: semantic | instance           # required
     format: masks | coco | yolo         # required; masks <-> semantic, coco/yolo <-> instance

@@ -1,7 +1,7 @@
 """The records a loaded dataset is made of, and the error that lists every problem in one.
 
-These are the types of docs/dev/training-contract.md: the training loop and the evaluation
-code depend on them, never on how a format was parsed.
+The training loop and the evaluation depend on these records, never on how a format was
+parsed.
 """
 
 from __future__ import annotations
