@@ -17,6 +17,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 from pydantic import ValidationError
+from torchvision.models import WeightsEnum
 
 from app.config import Settings
 from app.errors import ConfigError
@@ -31,6 +32,7 @@ from app.predictors.weights import (
     fetch_torchvision_weights,
     locate_torchvision_weights,
     model_file,
+    weights_file_name,
     weights_source,
 )
 from app.state import AppState, app_state
@@ -56,6 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     wsub = weights.add_subparsers(dest="weights_command", required=True)
     fetch = wsub.add_parser("fetch", help="download the weights the model repository needs")
     fetch.add_argument("models", nargs="*", help="model names (default: all)")
+    fetch.add_argument(
+        "--finetune",
+        metavar="ARCH",
+        help="instead: the file `segserve finetune --model ARCH --start START` starts from",
+    )
+    fetch.add_argument(
+        "--start", choices=("pretrained", "backbone"), default="pretrained", help="with --finetune"
+    )
     sub.add_parser("models", help="list the model repository and where weights come from")
     settings_parser = sub.add_parser(
         "settings",
@@ -201,29 +211,36 @@ def cmd_serve(settings: Settings, host: str | None, port: int | None) -> int:
     return 0
 
 
-def cmd_fetch(settings: Settings, names: Sequence[str]) -> int:
-    for spec in _selected(load_repository(settings.models_dir), names):
+def cmd_fetch(settings: Settings, args: argparse.Namespace) -> int:
+    if args.finetune is not None:
+        from app.training.build import starting_weights
+
+        member = starting_weights(args.finetune, args.start)
+        assert member is not None  # pretrained and backbone starts have a file
+        _fetch_one(f"{args.finetune} ({args.start} start)", member, settings.weights_dir)
+        return 0
+    for spec in _selected(load_repository(settings.models_dir), args.models):
         source = weights_source(spec)
         if not isinstance(source, TorchvisionWeights):
             kind = "checkpoint" if isinstance(source, CheckpointFile) else "untrained"
             print(f"{spec.name}: nothing to fetch ({kind})")
             continue
-        target = source.path(settings.weights_dir)
-        if target.is_file():
-            # The hash in the file name, as a download is checked (not a `sha256` pin).
-            locate_torchvision_weights(
-                source.member, settings.weights_dir, allow_download=False, name=spec.name
-            )
-            print(f"{spec.name}: {target} present, hash ok")
-            continue
-        try:
-            path = fetch_torchvision_weights(source.member, settings.weights_dir)
-        except Exception as exc:
-            raise ConfigError(
-                f"{spec.name}: download of {source.member.url} failed: {exc}"
-            ) from None
-        print(f"{spec.name}: fetched {path}")
+        _fetch_one(spec.name, source.member, settings.weights_dir)
     return 0
+
+
+def _fetch_one(label: str, member: WeightsEnum, weights_dir: Path) -> None:
+    target = weights_dir / weights_file_name(member)
+    if target.is_file():
+        # The hash in the file name, as a download is checked (not a `sha256` pin).
+        locate_torchvision_weights(member, weights_dir, allow_download=False, name=label)
+        print(f"{label}: {target} present, hash ok")
+        return
+    try:
+        path = fetch_torchvision_weights(member, weights_dir)
+    except Exception as exc:
+        raise ConfigError(f"{label}: download of {member.url} failed: {exc}") from None
+    print(f"{label}: fetched {path}")
 
 
 def cmd_models(settings: Settings) -> int:
@@ -276,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return cmd_serve(settings, args.host, args.port)
         if args.command == "weights":
-            return cmd_fetch(settings, args.models)
+            return cmd_fetch(settings, args)
         if args.command == "predict":
             return cmd_predict(settings, args)
         if args.command == "evaluate":

@@ -323,6 +323,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``segserve evaluate``."""
     parser.add_argument("--data", required=True, help="the dataset: DATA.yaml (or COCO JSON)")
     parser.add_argument("--split", choices=("val", "train"), default="val", help="default: val")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="share of train held out when the dataset has no val split: the value the "
+        "model was fine-tuned with (default 0.1, as finetune's)",
+    )
     parser.add_argument("--model", help="a model of the repository (default: the task's default)")
     parser.add_argument(
         "--url", help="evaluate a running service (default: load the model here, SEGSERVE_*)"
@@ -400,7 +407,9 @@ def evaluate_command(
     if args.limit is not None and args.limit < 1:
         raise ConfigError("--limit must be at least 1")
     try:
-        dataset = load_dataset(Path(args.data))
+        if not 0 < args.val_fraction < 1:
+            raise ConfigError("--val-fraction must be between 0 and 1")
+        dataset = load_dataset(Path(args.data), val_fraction=args.val_fraction)
         samples = (dataset.val if args.split == "val" else dataset.train)[: args.limit]
         if not samples:
             print(f"segserve: error: {args.data}: the {args.split} split has no images", file=err)
@@ -428,9 +437,7 @@ def evaluate_command(
                 settings, args.model, samples, dataset.categories, args.batch, progress
             )
     except DatasetError as exc:
-        print(f"segserve: error: the dataset {args.data} is refused:", file=err)
-        for problem in exc.problems:
-            print(f"  {problem}", file=err)
+        print(f"segserve: error: {exc.report(args.data)}", file=err)
         return 1
     except EvaluationError as exc:
         print(f"segserve: error: some images could not be evaluated:\n{exc}", file=err)

@@ -20,9 +20,10 @@ from pycocotools.cocoeval import COCOeval
 
 from app.output.rle import instance_rle
 from app.results import InstanceResult
-from app.training.datasets import InstanceAnnotation, InstanceSample
+from app.training.datasets import IGNORE_INDEX, InstanceAnnotation, InstanceSample
+from app.training.datasets.rasterize import annotation_rle
 
-IGNORE = 255  # a semantic label excluded from metrics (and from the loss)
+IGNORE = IGNORE_INDEX  # a semantic label excluded from metrics (and from the loss)
 
 
 # ----------------------------------------------------------------------------- semantic
@@ -192,19 +193,14 @@ def _xywh(box: Sequence[float]) -> list[float]:
 
 
 def _ground_truth_rle(annotation: InstanceAnnotation, height: int, width: int) -> dict[str, Any]:
-    """One annotation's mask as COCO RLE, rasterised by pycocotools (as COCOeval would)."""
-    if annotation.rle is not None:
-        rle = dict(annotation.rle)
-        if isinstance(rle["counts"], list):  # uncompressed: compress it
-            return dict(coco_mask.frPyObjects(rle, height, width))
-        return rle
-    # pycocotools reads a flat list of exactly 4 numbers as a box, not a polygon, and fewer
-    # points than 3 as nothing: keep only real polygons.
-    polygons = [list(map(float, p)) for p in annotation.polygons if len(p) >= 6]
-    if not polygons:  # no mask given: its box stands for it
-        x0, y0, x1, y1 = annotation.box
-        polygons = [[x0, y0, x1, y0, x1, y1, x0, y1]]
-    return dict(coco_mask.merge(coco_mask.frPyObjects(polygons, height, width)))
+    """One annotation's mask as COCO RLE, rasterised by pycocotools as training sees it
+    (checked datasets have real polygons or an RLE; a maskless one stands as its box)."""
+    rle = annotation_rle(annotation, height, width)
+    if rle is not None:
+        return dict(rle)
+    x0, y0, x1, y1 = annotation.box
+    box = [[x0, y0, x1, y0, x1, y1, x0, y1]]
+    return dict(coco_mask.merge(coco_mask.frPyObjects(box, height, width)))
 
 
 def _coco(images: list[dict[str, Any]], categories: list[dict[str, Any]], anns: list[Any]) -> COCO:

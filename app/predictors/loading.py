@@ -138,16 +138,28 @@ def build_model(spec: ModelSpec, weights: ResolvedWeights, *, seed: int) -> nn.M
 def load_predictor(spec: ModelSpec, settings: Settings) -> TorchPredictor[Any]:
     """Resolve weights, build the architecture and move it to the configured device."""
     device = resolve_device(settings.device)
-    precision = spec.precision or settings.precision
     weights = resolve_weights(spec, settings.weights_dir, allow_download=settings.allow_download)
     model = build_model(spec, weights, seed=settings.seed)
+    return make_predictor(spec, model, weights, device, settings)
+
+
+def make_predictor(
+    spec: ModelSpec,
+    model: nn.Module,
+    weights: ResolvedWeights,
+    device: torch.device,
+    settings: Settings,
+) -> TorchPredictor[Any]:
+    """The predictor serving ``model`` as ``spec`` and ``settings`` say (precision,
+    channels-last, folded batch norms): the service's, and `segserve finetune`'s validation,
+    which must measure exactly what will be served."""
     cls = SemanticPredictor if spec.task == "semantic" else InstancePredictor
     return cls(
         spec,
         model,
         weights,
         device,
-        precision=precision,
+        precision=spec.precision or settings.precision,
         channels_last=settings.channels_last if spec.channels_last is None else spec.channels_last,
         fold_batchnorm=(
             settings.fold_batchnorm if spec.fold_batchnorm is None else spec.fold_batchnorm

@@ -20,7 +20,9 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-IGNORE = 255  # mask value excluded from loss and metrics
+from app.training.datasets import IGNORE_INDEX
+
+IGNORE = IGNORE_INDEX  # mask value excluded from loss and metrics
 
 
 def _uniform_int(low: int, high: int) -> int:

@@ -85,6 +85,28 @@ def _hub_serving(files: dict[str, Path]) -> Iterator[None]:
             torch.hub.set_dir(previous)
 
 
+def _starting_file(
+    architecture: str, start: Start, member: WeightsEnum, weights_dir: Path, allow_download: bool
+) -> Path:
+    """The verified weights file of a start; missing (offline), an error saying how to get it."""
+    try:
+        return locate_torchvision_weights(
+            member, weights_dir, allow_download=allow_download, name=architecture
+        )
+    except ConfigError as exc:
+        if not (weights_dir / weights_file_name(member)).is_file():
+            what = "published weights" if start == "pretrained" else "ImageNet backbone weights"
+            raise ConfigError(
+                f"--start {start}: {architecture}'s {what}, "
+                f"{weights_dir / weights_file_name(member)}, are missing and cannot be "
+                f"downloaded here. Run `segserve weights fetch --finetune {architecture} "
+                f"--start {start}` where the network allows and copy the file into "
+                f"{weights_dir} (or download {member.url} there), or train without them: "
+                "--start scratch"
+            ) from None
+        raise ConfigError(f"--start {start}: {exc}") from None
+
+
 def _replace_heads(model: nn.Module, architecture: str, num_classes: int) -> None:
     """New class-producing layers for ``num_classes`` (background included)."""
     if architecture.startswith("maskrcnn"):
@@ -134,13 +156,9 @@ def build_trainable(
         kwargs["aux_loss"] = True
     files: dict[str, Path] = {}
     if member is not None:
-        path = locate_torchvision_weights(
-            member,
-            weights_dir,
-            allow_download=allow_download,
-            name=f"{architecture} ({start} start)",
+        files[weights_file_name(member)] = _starting_file(
+            architecture, start, member, weights_dir, allow_download
         )
-        files[weights_file_name(member)] = path
     if start == "pretrained":
         kwargs.update(weights=member, weights_backbone=None)
     else:

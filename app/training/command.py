@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -12,6 +13,7 @@ import torch
 
 from app.config import Settings
 from app.errors import ConfigError
+from app.predictors.repository import MAX_TILE, MIN_TILE
 from app.training.build import STARTS
 from app.training.datasets import DatasetError, load_dataset
 from app.training.finetune import Job, check_architecture, train
@@ -20,6 +22,7 @@ from app.training.loop import TrainingDiverged
 from app.training.recipes import default_recipe
 from app.training.runs import RunFolder, save_served_checkpoint
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 DEFAULT_ARCHITECTURE = {"semantic": "deeplabv3_resnet50", "instance": "maskrcnn_resnet50_fpn"}
 # Recipe fields a command-line option overrides (option dest -> Recipe field).
 _RECIPE_OPTIONS = (
@@ -109,14 +112,24 @@ def _job(args: argparse.Namespace, task: str) -> Job:
             setattr(recipe, option, value)
     if task == "instance" and args.epochs is not None:
         recipe.lr_steps = [round(recipe.epochs * 16 / 26), round(recipe.epochs * 22 / 26)]
-    for option in ("epochs", "image_size", "batch", "workers", "bn_images"):
-        if getattr(recipe, option) < (0 if option == "workers" else 1):
-            raise ConfigError(f"--{option.replace('_', '-')} must be positive")
+    for option, least in (("epochs", 1), ("batch", 1), ("workers", 0), ("bn_images", 2)):
+        if getattr(recipe, option) < least:
+            raise ConfigError(f"--{option.replace('_', '-')} must be at least {least}")
+    if not MIN_TILE <= recipe.image_size <= MAX_TILE:
+        raise ConfigError(f"--image-size must be {MIN_TILE}..{MAX_TILE} pixels")
     if recipe.lr <= 0:
         raise ConfigError("--lr must be positive")
-    if not 0 < args.val_fraction < 1:
-        raise ConfigError("--val-fraction must be between 0 and 1")
+    if task == "semantic" and args.trainable_backbone_layers is not None:
+        raise ConfigError(
+            "--trainable-backbone-layers is Mask R-CNN's; for a semantic network use "
+            "--freeze-backbone (the heads only) or leave it out (everything trains)"
+        )
     name = args.name or f"{Path(args.data).stem}-{architecture}"
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"--name {name!r}: a model name is letters, digits, '.', '_' and '-' (it names "
+            "the run folder, the weights file and models/NAME.toml)"
+        )
     run = RunFolder(Path(args.project) / name)
     return Job(
         name=name,
@@ -176,27 +189,39 @@ def finetune_command(
     dataset is refused or training diverged, 130 after Ctrl-C (state saved)."""
     err = out or sys.stderr
     if args.resume:
+        given = [
+            o
+            for o in ("data", "model", "name", "batch", *_RECIPE_OPTIONS)
+            if getattr(args, o) is not None
+        ]
+        if given:
+            options = ", ".join(f"--{o.replace('_', '-')}" for o in given)
+            raise ConfigError(
+                f"--resume continues a run with the arguments it started with (its "
+                f"args.yaml); drop {options}, or start a new run"
+            )
         job = _resumed_job(args.resume, args.device)
     elif args.data is None:
         raise ConfigError("--data is required (or --resume RUN)")
+    elif not 0 < args.val_fraction < 1:
+        raise ConfigError("--val-fraction must be between 0 and 1")
     try:
         dataset = load_dataset(
             job.data if args.resume else Path(args.data),
             val_fraction=job.val_fraction if args.resume else args.val_fraction,
         )
     except DatasetError as exc:
-        print(f"segserve: error: the dataset {args.data or job.data} is refused:", file=err)
-        for problem in exc.problems:
-            print(f"  {problem}", file=err)
-        print(f"{len(exc.problems)} problem(s); nothing was written", file=err)
+        print(f"segserve: error: {exc.report(args.data or job.data)}", file=err)
         return 1
     if not args.resume:
         job = _job(args, dataset.task)
         job.args = _job_args(job)
-        if job.run.path.exists() and not job.overwrite:
+        # A folder without a resumable state (a run that failed in its first epoch) is
+        # simply started again; one with a state is someone's work.
+        if job.run.last.exists() and not job.overwrite:
             raise ConfigError(
                 f"run folder {job.run.path} exists: --resume {job.run.path} to continue it, "
-                "another --name, or --overwrite"
+                "another --name, or --overwrite to replace it"
             )
     if job.install and not job.resume:
         check_installable(job.name, settings.models_dir, overwrite=job.overwrite)

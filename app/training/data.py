@@ -120,6 +120,7 @@ def make_loader(
     seed: int,
     drop_last: bool,
     lists: bool = False,
+    pin: bool = False,
 ) -> DataLoader[Any]:
     """A loader whose order, worker seeds and so augmentations depend on ``seed`` only."""
     generator = torch.Generator().manual_seed(seed)
@@ -131,6 +132,6 @@ def make_loader(
         generator=generator,
         drop_last=drop_last,
         collate_fn=_list_collate if lists else None,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin,  # page-locked batches copy to a GPU asynchronously
         worker_init_fn=_leave_interrupts_to_the_trainer,
     )

@@ -28,11 +28,9 @@ from torch.utils.data import Subset
 from app.config import Settings
 from app.errors import ConfigError
 from app.evaluate import evaluate_predictor
-from app.predictors.instance import InstancePredictor
-from app.predictors.loading import resolve_device
+from app.predictors.loading import make_predictor, resolve_device
 from app.predictors.preprocessing import model_preprocess
 from app.predictors.repository import ModelSpec, builders_for
-from app.predictors.semantic import SemanticPredictor
 from app.predictors.weights import ResolvedWeights
 from app.progress import ProgressBar
 from app.training.batchnorm import recompute_statistics, trainable_batch_norms
@@ -101,7 +99,7 @@ class Trainer:
     """One run: the network, its data, optimiser and schedule, and the epochs."""
 
     def __init__(self, job: Job, dataset: Dataset, settings: Settings, out: IO[str]) -> None:
-        self.job, self.dataset, self.out = job, dataset, out
+        self.job, self.dataset, self.settings, self.out = job, dataset, settings, out
         recipe = job.recipe
         self.recipe = recipe
         self.device = resolve_device(job.device or settings.device)
@@ -149,8 +147,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: float | None = None
         self.best_epoch = 0
-        # The main generator's state after the last trained step (what a resume restores).
+        # The generators' states after the last trained step (what a resume restores).
         self.position_rng: torch.Tensor | None = None
+        self.position_cuda_rng: list[torch.Tensor] | None = None
         # Ctrl-C seen and not yet honoured (train() installs the handler that fills it).
         self.interrupts: list[int] = []
 
@@ -174,12 +173,15 @@ class Trainer:
             seed=_epoch_seed(recipe, 0),
             drop_last=True,  # a last batch of one would break batch norm (the reference's choice)
             lists=recipe.task == "instance",
+            pin=self.device.type == "cuda",
         )
 
     def _calibration_batches(self) -> tuple[Any, Any]:
         """Training images as the served model sees them, and how to run them in train mode."""
         recipe = self.recipe
         count = min(recipe.bn_images, len(self.dataset.train))
+        if count % recipe.batch == 1 and count > 1:
+            count -= 1  # a last batch of one image gives batch norm nothing to average
         if recipe.task == "semantic":
             data: Any = SemanticCalibrationSet(
                 self.dataset.train, preprocess=model_preprocess(self.spec), size=recipe.image_size
@@ -200,8 +202,9 @@ class Trainer:
             shuffle=False,
             workers=recipe.workers,
             seed=recipe.seed,
-            drop_last=count >= 2 * recipe.batch,
+            drop_last=False,
             lists=recipe.task == "instance",
+            pin=self.device.type == "cuda",
         )
         return loader, forward
 
@@ -215,7 +218,10 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "epoch": self.position.epoch,
             "step": self.position.step,
+            "loss_sums": dict(self.position.sums),
+            "steps_per_epoch": self.steps,
             "rng": self.position_rng,
+            "cuda_rng": self.position_cuda_rng,
             "history": self.history,
             "best": self.best,
             "best_epoch": self.best_epoch,
@@ -223,12 +229,25 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        if state["categories"] != self.dataset.categories:
+            raise ConfigError(
+                f"--resume: the run trained classes {state['categories']}, the dataset now "
+                f"has {self.dataset.categories}: start a new run"
+            )
+        if state["steps_per_epoch"] != self.steps:
+            raise ConfigError(
+                f"--resume: the run had {state['steps_per_epoch']} steps an epoch, the "
+                f"dataset now gives {self.steps}: its training images changed; start a new run"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        self.position = EpochPosition(epoch=int(state["epoch"]), step=int(state["step"]))
+        self.position = EpochPosition(
+            epoch=int(state["epoch"]), step=int(state["step"]), sums=dict(state["loss_sums"])
+        )
         self.position_rng = state.get("rng")
+        self.position_cuda_rng = state.get("cuda_rng")
         self.history = list(state["history"])
         self.best = state["best"]
         self.best_epoch = int(state["best_epoch"])
@@ -240,11 +259,10 @@ class Trainer:
         served = copy.deepcopy(self.model)
         if self.recipe.task == "semantic":
             served.aux_classifier = None  # type: ignore[assignment]
-        predictor_class: Any = (
-            SemanticPredictor if self.recipe.task == "semantic" else InstancePredictor
-        )
         weights = ResolvedWeights(None, self.dataset.categories, "finetune")
-        predictor = predictor_class(self.spec, served.eval(), weights, self.device)
+        # The service's own construction (precision, channels-last, folding from the
+        # settings): the number printed is the served model's, not an approximation of it.
+        predictor = make_predictor(self.spec, served.eval(), weights, self.device, self.settings)
         # One image a batch, as `segserve evaluate` does by default: batched convolutions
         # round differently, and the metric printed here must be the one evaluate reads.
         return evaluate_predictor(
@@ -288,7 +306,7 @@ class Trainer:
         if improved:
             self.best, self.best_epoch = value, position.epoch + 1
         self.position = EpochPosition(epoch=position.epoch + 1)
-        self.position_rng = None
+        self.position_rng = self.position_cuda_rng = None
         state = self.state()
         self.job.run.save_state(self.job.run.last, state)
         if improved:
@@ -306,16 +324,20 @@ class Trainer:
 
     def _remember_rng(self) -> None:
         self.position_rng = torch.get_rng_state()
+        if self.device.type == "cuda":  # dropout and sampling on the GPU draw from these
+            self.position_cuda_rng = torch.cuda.get_rng_state_all()
         if self.interrupts:
             raise KeyboardInterrupt
 
     def _resumed_batches(self) -> Any:
         """The epoch's batches; after a mid-epoch resume, the main generator is put back
         where it stood after the last trained step, once the skipped batches are drawn."""
-        skip, rng = self.position.step, self.position_rng
+        skip, rng, cuda_rng = self.position.step, self.position_rng, self.position_cuda_rng
         for index, batch in enumerate(self.train_loader):
             if skip and index == skip - 1 and rng is not None:
                 torch.set_rng_state(rng)
+                if cuda_rng is not None:
+                    torch.cuda.set_rng_state_all(cuda_rng)
             yield batch
 
     def stale_epochs(self) -> int:
@@ -363,6 +385,13 @@ def train(job: Job, dataset: Dataset, settings: Settings, out: IO[str] = sys.std
                         file=out,
                     )
                     break
+    except StoppedAtOnce:
+        print(
+            f"\nstopped at once: nothing saved now; {job.run.last} holds the last finished "
+            f"epoch (or the last Ctrl-C's step): `segserve finetune --resume {job.run.path}`",
+            file=out,
+        )
+        raise
     except KeyboardInterrupt:
         job.run.save_state(job.run.last, trainer.state())
         print(
@@ -372,6 +401,11 @@ def train(job: Job, dataset: Dataset, settings: Settings, out: IO[str] = sys.std
         )
         raise
     return trainer
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second Ctrl-C: the run stops where it is, and its state is not saved (it may be
+    half-way through a step)."""
 
 
 @contextlib.contextmanager
@@ -385,7 +419,7 @@ def _deferred_interrupt(out: IO[str]) -> Iterator[list[int]]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if seen:
-            raise KeyboardInterrupt
+            raise StoppedAtOnce  # anywhere, even inside an optimiser step: nothing is saved
         seen.append(signum)
         print("\nCtrl-C: stopping after this step (again to stop at once)", file=out)
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from app.errors import ConfigError
 from app.predictors.repository import ModelSpec, load_spec
 from app.predictors.weights import sha256_of
+from app.training.files import replacing
 
 
 def _toml_value(value: Any) -> str:
@@ -69,20 +68,13 @@ def install(
     weights_dir.mkdir(parents=True, exist_ok=True)
     installed = weights_dir / file_name
     if not installed.exists():
-        shutil.copyfile(checkpoint, installed.with_suffix(".tmp"))
-        os.replace(installed.with_suffix(".tmp"), installed)
+        with replacing(installed) as temporary:
+            shutil.copyfile(checkpoint, temporary)
     final = spec.model_copy(update={"checkpoint": file_name, "sha256": digest})
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     text = model_toml(final, f"Written by `segserve finetune` on {stamp} from {source}.")
     target = models_dir / f"{spec.name}.toml"
-    with tempfile.NamedTemporaryFile(
-        "w", dir=models_dir, prefix=f".{spec.name}.", suffix=".toml", delete=False
-    ) as out:
-        out.write(text)
-    try:
-        load_spec(Path(out.name))  # what serve will read: it must validate
-    except ConfigError:
-        os.unlink(out.name)
-        raise
-    os.replace(out.name, target)
+    with replacing(target) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+        load_spec(temporary)  # what serve will read: it must validate before it replaces
     return installed, target

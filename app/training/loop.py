@@ -116,10 +116,12 @@ def losses_of(model: nn.Module, batch: Any, recipe: Recipe) -> dict[str, torch.T
 
 @dataclass
 class EpochPosition:
-    """Where an epoch is: the steps done so far (what Ctrl-C saves, what --resume skips)."""
+    """Where an epoch is: the steps done so far (what Ctrl-C saves, what --resume skips) and
+    the loss sums over them, so a resumed epoch reports the mean of all its steps."""
 
     epoch: int
     step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
 
 
 def train_epoch(
@@ -138,12 +140,11 @@ def train_epoch(
 ) -> dict[str, float]:
     """Train on ``batches``, skipping the first ``position.step`` (already trained before a
     resume: they are still drawn, so the order and augmentations of the rest are the ones of
-    an uninterrupted run); returns the mean of each loss over the steps trained here.
+    an uninterrupted run); returns the mean of each loss over the epoch's steps.
     ``on_step`` runs after each step, when the model and optimiser are consistent (a Ctrl-C
     is honoured there)."""
     model.train()
-    sums: dict[str, float] = {}
-    trained = 0
+    sums = position.sums
     amp = recipe.amp and device.type == "cuda"
     for index, batch in enumerate(batches):
         if index < position.step:
@@ -163,26 +164,29 @@ def train_epoch(
         values = torch.stack([loss.detach(), *(p.detach() for p in losses.values())]).tolist()
         value = values[0]
         if not math.isfinite(value):
-            raise TrainingDiverged(_divergence_advice(value, position, recipe, optimizer))
+            raise TrainingDiverged(_divergence_advice(value, position, recipe, optimizer, amp))
         for name, part in zip(losses, values[1:], strict=True):
             sums[name] = sums.get(name, 0.0) + part
         sums["loss"] = sums.get("loss", 0.0) + value
-        trained += 1
         position.step = index + 1
         progress.advance(f"loss {value:.4f}")
         if on_step is not None:
             on_step()
-    return {name: total / max(trained, 1) for name, total in sums.items()}
+    return {name: total / max(position.step, 1) for name, total in sums.items()}
 
 
 def _divergence_advice(
-    value: float, position: EpochPosition, recipe: Recipe, optimizer: torch.optim.Optimizer
+    value: float,
+    position: EpochPosition,
+    recipe: Recipe,
+    optimizer: torch.optim.Optimizer,
+    amp: bool,
 ) -> str:
     lr = optimizer.param_groups[0]["lr"]
     advice = [f"lower the learning rate (--lr {recipe.lr / 10:g}, now {recipe.lr:g})"]
     if recipe.task == "instance" and recipe.warmup_iters == 0:
         advice.append("warm up (--warmup-iters 1000: Mask R-CNN without warm-up diverges early)")
-    if recipe.amp:
+    if amp:
         advice.append("or train in full precision (--no-amp)")
     return (
         f"the loss became {value} at epoch {position.epoch + 1}, step {position.step + 1} "

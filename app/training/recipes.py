@@ -57,8 +57,8 @@ class Recipe:
 def default_recipe(task: Task, *, batch: int | None = None, epochs: int | None = None) -> Recipe:
     """The reference recipe of ``task`` for a batch of ``batch`` (default 4 / 2)."""
     if task == "semantic":
-        batch = batch or 4
-        epochs = epochs or 30
+        batch = 4 if batch is None else batch
+        epochs = 30 if epochs is None else epochs
         return Recipe(
             task=task,
             epochs=epochs,
@@ -66,8 +66,8 @@ def default_recipe(task: Task, *, batch: int | None = None, epochs: int | None =
             lr=scaled_lr(task, batch),
             image_size=520,
         )
-    batch = batch or 2
-    epochs = epochs or 26
+    batch = 2 if batch is None else batch
+    epochs = 26 if epochs is None else epochs
     return Recipe(
         task=task,
         epochs=epochs,

@@ -11,14 +11,15 @@ NAME.pt          the served checkpoint: the best epoch's tensors only (weights_o
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
+
+from app.training.files import replacing
 
 RESULTS = "results.csv"
 PLOT = "results.png"
@@ -43,8 +44,12 @@ class RunFolder:
         return self.path / f"{name}.pt"
 
     def create(self, args: dict[str, Any]) -> None:
-        (self.path / "weights").mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path / ARGS, yaml.safe_dump(args, sort_keys=False).encode())
+        """A fresh folder: whatever a previous run of the name left (--overwrite) goes."""
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        (self.path / "weights").mkdir(parents=True)
+        with replacing(self.path / ARGS) as temporary:
+            temporary.write_text(yaml.safe_dump(args, sort_keys=False), encoding="utf-8")
 
     def read_args(self) -> dict[str, Any]:
         data = yaml.safe_load((self.path / ARGS).read_text(encoding="utf-8"))
@@ -58,13 +63,10 @@ class RunFolder:
         if not rows:
             return
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        with tempfile.NamedTemporaryFile(
-            "w", dir=self.path, suffix=".tmp", delete=False, newline="", encoding="utf-8"
-        ) as out:
+        with replacing(self.path / RESULTS) as temporary, temporary.open("w", newline="") as out:
             writer = csv.DictWriter(out, fieldnames=columns)
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(out.name, self.path / RESULTS)
         plot_results(rows, self.path / PLOT)
 
 
@@ -90,26 +92,18 @@ def plot_results(rows: Sequence[dict[str, Any]], path: Path) -> None:
     for axis in list(axes.flat)[len(keys) :]:
         axis.axis("off")
     figure.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as out:
-        figure.savefig(out.name, dpi=100)
+    with replacing(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
-    os.replace(out.name, path)
 
 
 def _numeric(rows: Sequence[dict[str, Any]], key: str) -> bool:
     return all(isinstance(row.get(key), int | float) for row in rows)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as out:
-        out.write(data)
-    os.replace(out.name, path)
-
-
 def _atomic_save(obj: Any, path: Path) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as out:
-        torch.save(obj, out)
-    os.replace(out.name, path)
+    with replacing(path) as temporary:
+        torch.save(obj, temporary)
 
 
 def save_served_checkpoint(state_dict: dict[str, torch.Tensor], path: Path) -> None:

@@ -220,7 +220,7 @@ def test_an_existing_model_file_is_not_replaced_without_overwrite(
 
 
 def test_pretrained_start_loads_the_published_file_and_replaces_the_heads(
-    home: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The published weights (here a stand-in file under the enum's own name and hash
     scheme) are loaded through the weights directory, and only the class layers change."""
@@ -251,6 +251,9 @@ def test_pretrained_start_loads_the_published_file_and_replaces_the_heads(
     mine, theirs = model.state_dict(), published.state_dict()
     kept = [k for k in theirs if "low_classifier" not in k and "high_classifier" not in k]
     assert all(torch.equal(mine[k], theirs[k]) for k in kept)
+    # The command the offline error names finds the same file and checks its hash.
+    assert cli.main(["weights", "fetch", "--finetune", "lraspp_mobilenet_v3_large"]) == 0
+    assert f"{name} present, hash ok" in capsys.readouterr().out
 
 
 def test_recomputed_batch_norm_statistics_average_the_batches_seen() -> None:
@@ -432,3 +435,38 @@ def test_ctrl_c_saves_a_resumable_state_and_exits_130(home: Path, shapes: Path) 
     assert "continue with `segserve finetune --resume" in rest
     saved = torch.load(home / "runs/stopped/weights/last.pt", weights_only=True)
     assert saved["epoch"] == 0 and saved["step"] >= 1
+
+
+def test_resume_refuses_new_arguments_and_a_changed_dataset(
+    home: Path, shapes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert finetune(home, shapes, "--epochs", "1", "--no-install", "--name", "done") == 0
+    run = str(home / "runs/done")
+    assert cli.main(["finetune", "--resume", run, "--lr", "0.1"]) == 2
+    assert "drop --lr" in capsys.readouterr().err
+    # The same folder name, fewer training images: the schedule would not fit.
+    import shutil
+
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for image in sorted((shapes.parent / "images/train").iterdir())[:8]:
+        shutil.move(image, aside / image.name)
+    try:
+        assert cli.main(["finetune", "--resume", run]) == 2
+        assert "training images changed" in capsys.readouterr().err
+    finally:
+        for image in aside.iterdir():
+            shutil.move(image, shapes.parent / "images/train" / image.name)
+
+
+def test_overwrite_starts_the_run_folder_afresh(
+    home: Path, shapes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert finetune(home, shapes, "--epochs", "1", "--no-install") == 0
+    assert finetune(home, shapes, "--epochs", "1", "--no-install") == 2
+    assert "--overwrite" in capsys.readouterr().err
+    stray = home / "runs/shapes/weights/stray.pt"
+    stray.write_bytes(b"old")
+    assert finetune(home, shapes, "--epochs", "1", "--no-install", "--overwrite") == 0
+    assert not stray.exists()
+    assert len(results(home)) == 1

@@ -30,6 +30,13 @@ class DatasetError(Exception):
         # One problem a line, nothing else: callers add their own heading.
         super().__init__("\n".join(str(p) for p in self.problems))
 
+    def report(self, source: object) -> str:
+        """What the commands print: a heading, every problem indented, the count."""
+        lines = [f"the dataset {source} is refused:"]
+        lines += [f"  {problem}" for problem in self.problems]
+        lines.append(f"{len(self.problems)} problem(s); nothing was written")
+        return "\n".join(lines)
+
 
 @dataclass(frozen=True)
 class SemanticSample:
