@@ -3,7 +3,8 @@
 #
 #   1. the environment: nvidia-smi, torch / CUDA / cuDNN versions, the GPU torch sees;
 #   2. the tests that skip without CUDA (tests/integration/test_device.py, the GPU metrics
-#      test in tests/api/test_metrics.py), with pytest's report;
+#      test in tests/api/test_metrics.py, fine-tuning on CUDA with AMP in
+#      tests/training/test_finetune.py), with pytest's report;
 #   3. a short throughput sweep (bench/gpu_sweep.py): deeplabv3_resnet50,
 #      deeplabv3_mobilenet_v3_large and maskrcnn_resnet50_fpn_v2 (untrained unless their
 #      weights are in weights/), batch sizes 1, 4, 8, precisions fp32, bf16, fp16, untiled
@@ -125,7 +126,8 @@ step "pytest (CUDA tests)" "$PYTEST_TIMEOUT" "$OUT/pytest.txt" \
     "$PYTHON" -m pytest -rA -p no:cacheprovider \
     --junitxml="$OUT/pytest.xml" \
     tests/integration/test_device.py \
-    "tests/api/test_metrics.py::test_gpu_memory_of_the_models_devices_is_read_at_scrape"
+    "tests/api/test_metrics.py::test_gpu_memory_of_the_models_devices_is_read_at_scrape" \
+    "tests/training/test_finetune.py::test_finetune_on_cuda_with_mixed_precision_resumes_and_serves"
 
 # 3. The sweep.
 step "throughput sweep" "$SWEEP_TIMEOUT" "$OUT/sweep.log" \

@@ -4,6 +4,7 @@ it refuses bad input before writing anything, and what it installs is served."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import Any
 
@@ -470,3 +471,38 @@ def test_overwrite_starts_the_run_folder_afresh(
     assert finetune(home, shapes, "--epochs", "1", "--no-install", "--overwrite") == 0
     assert not stray.exists()
     assert len(results(home)) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (bench/gpu_check.sh runs it)")
+def test_finetune_on_cuda_with_mixed_precision_resumes_and_serves(
+    home: Path, shapes: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same command on a GPU: fp16 autocast with a gradient scaler, a Ctrl-C and a resume
+    on the device, and an installed model whose served metric is the one reported."""
+    monkeypatch.setenv("SEGSERVE_DEVICE", "cuda")
+    from app.training import finetune as module
+
+    original = module.Trainer._remember_rng
+    calls = {"n": 0}
+
+    def interrupt_at_step_4(self: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            self.interrupts.append(2)
+        original(self)
+
+    monkeypatch.setattr(module.Trainer, "_remember_rng", interrupt_at_step_4)
+    assert finetune(home, shapes, "--epochs", "2", "--device", "cuda") == 130
+    saved = torch.load(home / "runs/shapes/weights/last.pt", weights_only=True)
+    assert saved["scaler"]["scale"] > 0 and saved["cuda_rng"] is not None
+    monkeypatch.setattr(module.Trainer, "_remember_rng", original)
+    assert cli.main(["finetune", "--resume", str(home / "runs/shapes")]) == 0
+    rows = results(home)
+    assert len(rows) == 2 and all(math.isfinite(float(r["loss"])) for r in rows)
+    spec = load_spec(home / "models/shapes.toml")
+    predictor = load_predictor(spec, Settings())
+    assert predictor.device.type == "cuda"
+    dataset = load_dataset(shapes)
+    served = evaluate_predictor(predictor, dataset.val, dataset.categories)
+    best = max(rows, key=lambda r: float(r["val_miou"]))
+    assert served.miou == pytest.approx(float(best["val_miou"]), abs=1e-12)
