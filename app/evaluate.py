@@ -45,6 +45,8 @@ from app.training.datasets import (
 if TYPE_CHECKING:  # imported where used: in-process evaluation needs no client
     from segserve_client import AsyncClient, Prediction
 
+log = logging.getLogger(__name__)
+
 Metrics = SemanticMetrics | InstanceMetrics
 
 
@@ -168,6 +170,20 @@ def check_model(
         raise ConfigError(
             f"model {name!r} has {len(model_categories)} categories (background included) "
             f"but the dataset has {len(names)}: {', '.join(names)}"
+        )
+    if list(model_categories) != list(names):
+        # Same count, other names (or order): classes are compared by index, which may be
+        # what the user wants (renamed labels) or a mistake; say which is which.
+        pairs = ", ".join(
+            f"{i}: {m} / {n}"
+            for i, (m, n) in enumerate(zip(model_categories, names, strict=True))
+            if m != n
+        )
+        log.warning(
+            "model %r and the dataset name some classes differently (index: model / "
+            "dataset): %s; they are compared by index",
+            name,
+            pairs,
         )
 
 

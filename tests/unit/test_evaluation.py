@@ -403,3 +403,17 @@ def test_evaluate_predictor_batches_by_shape_and_scores_every_image(tmp_path: Pa
     assert sorted(seen) == sorted(str(s.image) for s in samples)
     assert sum(len(b) for b in predictor.batches) == len(samples)
     assert max(len(b) for b in predictor.batches) == 3
+
+
+def test_a_model_naming_classes_differently_is_compared_by_index_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from app.evaluate import check_model
+
+    with caplog.at_level("WARNING", logger="app.evaluate"):
+        check_model("m", "semantic", "semantic", ["bg", "cat", "dog"], ["bg", "dog", "cat"])
+    assert "1: cat / dog" in caplog.text and "2: dog / cat" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="app.evaluate"):
+        check_model("m", "semantic", "semantic", ["bg", "cat"], ["bg", "cat"])
+    assert caplog.text == ""
