@@ -103,10 +103,14 @@ def test_choose_keeps_the_smallest_size_within_tolerance() -> None:
 
 
 class PerBatchCost(FakeSemantic):
-    """Every batch costs the same wall time whatever its size: bigger is better."""
+    """Every batch costs the same wall time whatever its size: bigger is better.
+
+    The cost is long enough that the fake's own per-image work, slow on a loaded CI
+    machine, cannot hide the win.
+    """
 
     def predict_batch(self, images: Sequence[Any], params: Sequence[Any]) -> list[Any]:
-        time.sleep(0.02)
+        time.sleep(0.1)
         return super().predict_batch(images, params)
 
 
@@ -130,7 +134,7 @@ async def test_warmup_tunes_the_cap_and_models_reports_it() -> None:
     registry = _registry(PerBatchCost(spec, SEM_CATEGORIES))
     await registry.warmup()
     model = registry.models["s"]
-    assert model.batcher.max_batch_size == 4  # 4 images per 20 ms beats 1 per 20 ms
+    assert model.batcher.max_batch_size == 4  # 4 images per 100 ms beats 1 per 100 ms
     tuning = model.describe()["batching"]["autotune"]
     assert tuning["configured_max_batch_size"] == 4
     assert tuning["chosen_max_batch_size"] == 4
