@@ -22,7 +22,8 @@ from app.batching import Completed
 from app.errors import ImageTooLarge
 from app.results import Instance, InstanceResult, SemanticResult
 from app.serving import ServedModel
-from app.tiling import BandStitcher, TileGrid, Window, merge_instances, shifted
+from app.stitching import BandStitcher
+from app.tiling import TileGrid, Window, merge_instances, shifted
 
 # Detections of one object in two windows merge when their masks overlap by more than this
 # share of the smaller mask (docs/api.md, "Tiling").

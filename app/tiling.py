@@ -1,19 +1,15 @@
-"""Tiled inference on plain arrays: the window grid, band stitching of logits, and the merge of
-detections found in neighbouring windows. No HTTP and no model here (docs/api.md, "Tiling",
-states the rule this implements).
+"""Tiled inference on plain arrays: the window grid and the merge of detections found in
+neighbouring windows (app/stitching.py sums semantic logits). No HTTP and no model here
+(docs/api.md, "Tiling", states the rule this implements).
 
 The grid: along each axis of length L, windows of T pixels start every S = T - overlap pixels
 from 0, and the last one is aligned to the far edge (starts at L - T); an axis shorter than T
 is one window of its own length. So every window of an image has the same shape.
-
-Semantic stitching: the class of a pixel is the argmax over classes of the sum of the logits
-of every window covering it. Rows of windows arrive in order; once row r is added, the image
-rows above row r + 1's first row are final (no later window covers them), so they are reduced
-to uint8 classes at once and only one band of float sums (C x T x W) is ever held.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +26,30 @@ def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
         return [0]
     stride = tile - overlap
     return [*range(0, length - tile, stride), length - tile]
+
+
+def shared_spans(starts: Sequence[int], window: int) -> list[tuple[int, int]]:
+    """The [begin, end) pixel spans of one axis that two or more windows cover, merged."""
+    spans: list[tuple[int, int]] = []
+    for start, following in itertools.pairwise(starts):
+        begin, end = following, start + window
+        if begin >= end:
+            continue
+        if spans and begin <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        else:
+            spans.append((begin, end))
+    return spans
+
+
+def own_span(starts: Sequence[int], index: int, window: int, length: int) -> tuple[int, int]:
+    """The [begin, end) span, in the window's own coordinates, of the pixels along one axis
+    that window ``index`` alone covers: after its predecessor's end, before its successor's
+    start (empty, begin == end, when its neighbours overlap across it)."""
+    start = starts[index]
+    begin = starts[index - 1] + window if index > 0 else 0
+    end = starts[index + 1] if index + 1 < len(starts) else length
+    return begin - start, max(begin, end) - start
 
 
 @dataclass(frozen=True)
@@ -88,83 +108,6 @@ class TileGrid:
         """The window's pixels of ``image`` (a view)."""
         h, w = self.window_shape
         return image[window.y : window.y + h, window.x : window.x + w]
-
-
-_ROWS_PER_REDUCTION = 64
-
-
-def _argmax_classes(sums: np.ndarray) -> np.ndarray:
-    """``sums.argmax(axis=0)`` as uint8 (ties to the lowest class, as argmax breaks them),
-    by a running maximum over the class planes: numpy's argmax over the first axis copies
-    the block into another layout first, which takes longer and holds a second copy."""
-    best = sums[0].copy()
-    index = np.zeros(best.shape, dtype=np.uint8)
-    for class_id in range(1, sums.shape[0]):
-        better = sums[class_id] > best
-        np.copyto(best, sums[class_id], where=better)
-        index[better] = class_id
-    return index
-
-
-class BandStitcher:
-    """Sums window logits band by band into a uint8 class map (windows added in grid order).
-
-    Holds the class map and one band of float32 sums, ``classes x window height x width``:
-    never the whole image's logits.
-    """
-
-    def __init__(self, grid: TileGrid, classes: int) -> None:
-        if classes > 256:
-            raise ValueError(f"a uint8 class map holds at most 256 classes, got {classes}")
-        self.grid = grid
-        self.class_map = np.zeros((grid.height, grid.width), dtype=np.uint8)
-        self._ys = grid.ys
-        self._window_h, self._window_w = grid.window_shape
-        self._band_top = 0  # image row of the band's first row
-        self._band = np.zeros((classes, self._window_h, grid.width), dtype=np.float32)
-        self._row = 0  # the grid row being added
-        self._added_in_row = 0
-        self._per_row = len(grid.xs)
-
-    def add(self, window: Window, logits: np.ndarray) -> None:
-        """Add one window's (classes, h, w) logits; windows must come in row-major order."""
-        if (window.row, window.col) != (self._row, self._added_in_row):
-            raise ValueError(
-                f"window ({window.row}, {window.col}) out of order: expected "
-                f"({self._row}, {self._added_in_row})"
-            )
-        if logits.shape != (self._band.shape[0], self._window_h, self._window_w):
-            raise ValueError(f"logits of shape {logits.shape} do not fit the window")
-        if window.col == 0 and window.row > 0:
-            self._advance_to(window.y)
-        top = window.y - self._band_top
-        self._band[:, top : top + self._window_h, window.x : window.x + self._window_w] += logits
-        self._added_in_row += 1
-        if self._added_in_row == self._per_row:
-            self._row += 1
-            self._added_in_row = 0
-            if self._row == len(self._ys):
-                self._finalise(self.grid.height - self._band_top)
-
-    def _advance_to(self, y: int) -> None:
-        """A new row of windows starts at image row ``y``: rows above it are final."""
-        done = y - self._band_top
-        self._finalise(done)
-        # Keep the rows the new windows overlap, zero the rest, and move the band down.
-        kept = self._band.shape[1] - done
-        self._band[:, :kept] = self._band[:, done:]
-        self._band[:, kept:] = 0
-        self._band_top = y
-
-    def _finalise(self, rows: int) -> None:
-        top = self._band_top
-        for start in range(0, rows, _ROWS_PER_REDUCTION):
-            end = min(rows, start + _ROWS_PER_REDUCTION)
-            self.class_map[top + start : top + end] = _argmax_classes(self._band[:, start:end])
-
-    @property
-    def done(self) -> bool:
-        return self._row == len(self._ys)
 
 
 # ----------------------------------------------------------------------------- instances

@@ -196,3 +196,34 @@ async def test_windows_of_a_tiled_request_batch_together_and_still_follow_the_ru
             batcher.on_batch = previous
     assert sum(sizes) == 12 and max(sizes) > 1, sizes
     assert_agrees(got, tiled_sums(case.model, image, 48, 12), "batched windows")
+
+
+async def test_window_logits_come_as_class_planes_from_the_network_itself(
+    case: ModelCase, serve: Serve
+) -> None:
+    """Channels-last networks give channels-last logits; reordering them after the forward
+    copies the full-size logits, so predict_windows has the model's own upsampling write class
+    planes, and leaves the model as it found it."""
+    name, text = case.toml()
+    async with serve((name, text), **SETTINGS["defaults"]) as service:
+        predictor = service.registry.models[name].predictor
+        model = predictor.model
+        layouts: list[bool] = []
+        probe = model.register_forward_hook(
+            lambda _m, _i, out: layouts.append(out["out"].is_contiguous())
+        )
+        windows = [make_image(40, 56, seed=s) for s in (1, 2)]
+        try:
+            planes = predictor.predict_windows(windows)
+            with torch.inference_mode():
+                batch = torch.stack(
+                    [predictor.window_preprocess(predictor.to_tensor(w)) for w in windows]
+                )
+                channels_last = predictor._logits(batch)
+        finally:
+            probe.remove()
+    assert layouts == [True, False]  # planes from the network; its usual output is not
+    assert not model.classifier._forward_hooks
+    assert [p.shape for p in planes] == [(len(CATEGORIES), 40, 56)] * 2
+    assert all(p.flags.c_contiguous for p in planes)
+    np.testing.assert_allclose(np.stack(planes), channels_last.numpy(), rtol=0, atol=1e-5)
