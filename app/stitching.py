@@ -9,14 +9,16 @@ Most pixels lie under one window only (about 60% of them with 512-pixel tiles ov
 64): their classes come straight from that window's logits, which never enter the band. The
 band holds the shared pixels only, and the first window to cover a pixel writes its logits
 there instead of adding them, so the band is never cleared: summing and reducing cost what
-the overlaps cost, not what the image costs.
+the overlaps cost, not what the image costs. Columns that two neighbouring windows alone
+share skip the band too, in the rows under one row of windows: the left window's logits are
+kept until the right one comes, and the two are summed and reduced at once.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from app.tiling import TileGrid, Window, own_span, shared_spans
+from app.tiling import TileGrid, Window, own_span, shared_spans, shares_only_with_predecessor
 
 # Classes are reduced this many pixels at a time: the running maximum's arrays then stay in
 # the CPU's cache between its passes over the class planes.
@@ -66,7 +68,13 @@ class BandStitcher:
         self._ys, self._xs = grid.ys, grid.xs
         self._window_h, self._window_w = grid.window_shape
         self._shared_rows = shared_spans(self._ys, self._window_h)
-        self._shared_cols = shared_spans(self._xs, self._window_w)
+        # Where two neighbours alone share columns, the rows of them under one row of windows
+        # are summed from the two windows' logits when the second arrives (the first is kept
+        # until then) and never enter the band; the band keeps the other shared columns.
+        self._pair = shares_only_with_predecessor(self._xs, self._window_w)
+        in_band = [col for col, pair in enumerate(self._pair) if col > 0 and not pair]
+        self._shared_cols = shared_spans(self._xs, self._window_w, in_band)
+        self._previous: np.ndarray | None = None  # the last window's logits
         self._band_top = 0  # image row of the band's first row
         # Never cleared: every pixel of it that is read was first written (see ``add``).
         self._band = np.empty((classes, self._window_h, grid.width), dtype=np.float32)
@@ -93,9 +101,17 @@ class BandStitcher:
         top, left = window.y - self._band_top, window.x
         band = self._band[:, top : top + h, left : left + w]
         band[:, :y0] += logits[:, :y0]
-        band[:, y0:, :x0] += logits[:, y0:, :x0]
+        if self._pair[window.col]:
+            band[:, y1:, :x0] += logits[:, y1:, :x0]
+            assert self._previous is not None  # the window to the left, of this row
+            sums = np.add(self._previous[:, y0:y1, w - x0 :], logits[:, y0:y1, :x0])
+            _reduce_into(self.class_map[window.y + y0 : window.y + y1, left : left + x0], sums)
+        else:
+            band[:, y0:, :x0] += logits[:, y0:, :x0]
         band[:, y1:, x0:] = logits[:, y1:, x0:]
-        band[:, y0:y1, x1:] = logits[:, y0:y1, x1:]
+        if window.col + 1 < len(self._xs) and not self._pair[window.col + 1]:
+            band[:, y0:y1, x1:] = logits[:, y0:y1, x1:]
+        self._previous = logits
         # Whole rows are contiguous class planes, which reduce about twice as fast per pixel
         # as the own columns alone: reduce them and keep the own columns.
         rows = np.empty((y1 - y0, w), dtype=np.uint8)

@@ -9,7 +9,6 @@ is one window of its own length. So every window of an image has the same shape.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -28,11 +27,14 @@ def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [*range(0, length - tile, stride), length - tile]
 
 
-def shared_spans(starts: Sequence[int], window: int) -> list[tuple[int, int]]:
-    """The [begin, end) pixel spans of one axis that two or more windows cover, merged."""
+def shared_spans(
+    starts: Sequence[int], window: int, pairs: Sequence[int] | None = None
+) -> list[tuple[int, int]]:
+    """The [begin, end) pixel spans of one axis that two or more windows cover, merged; with
+    ``pairs``, only the overlaps of those windows (by index) with their predecessors."""
     spans: list[tuple[int, int]] = []
-    for start, following in itertools.pairwise(starts):
-        begin, end = following, start + window
+    for index in range(1, len(starts)) if pairs is None else pairs:
+        begin, end = starts[index], starts[index - 1] + window
         if begin >= end:
             continue
         if spans and begin <= spans[-1][1]:
@@ -40,6 +42,17 @@ def shared_spans(starts: Sequence[int], window: int) -> list[tuple[int, int]]:
         else:
             spans.append((begin, end))
     return spans
+
+
+def shares_only_with_predecessor(starts: Sequence[int], window: int) -> list[bool]:
+    """Per window along one axis: whether the pixels it shares with its predecessor are
+    covered by no third window (true wherever the overlap is at most half the window)."""
+    return [
+        index > 0
+        and (index < 2 or starts[index - 2] + window <= starts[index])
+        and (index + 1 == len(starts) or starts[index + 1] >= starts[index - 1] + window)
+        for index in range(len(starts))
+    ]
 
 
 def own_span(starts: Sequence[int], index: int, window: int, length: int) -> tuple[int, int]:

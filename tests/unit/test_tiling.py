@@ -19,6 +19,7 @@ from app.tiling import (
     merge_instances,
     own_span,
     shared_spans,
+    shares_only_with_predecessor,
     shifted,
 )
 
@@ -143,6 +144,36 @@ def test_shared_and_own_spans_match_a_count_of_covering_windows(
         assert 0 <= begin <= end <= window
         alone[start + begin : start + end] += 1
     np.testing.assert_array_equal(alone, count == 1)
+
+
+@pytest.mark.parametrize(
+    ("length", "tile", "overlap"),
+    [(41, 16, 4), (40, 16, 4), (200, 16, 5), (47, 16, 0), (45, 16, 15), (60, 16, 9)],
+)
+def test_pairs_of_windows_alone_over_their_overlap_match_a_count(
+    length: int, tile: int, overlap: int
+) -> None:
+    starts, window = axis_starts(length, tile, overlap), min(tile, length)
+    count = coverage(length, tile, overlap)
+    pairs = shares_only_with_predecessor(starts, window)
+    assert not pairs[0]  # the first window has no predecessor
+    others = []
+    for index in range(1, len(starts)):
+        overlap_pixels = count[starts[index] : starts[index - 1] + window]
+        assert pairs[index] == bool((overlap_pixels == 2).all()), index
+        if not pairs[index]:
+            others.append(index)
+    # The shared spans of the other pairs: every pixel two or more windows cover, except
+    # those of the pairs alone over their overlap.
+    expected = count >= 2
+    for index in range(1, len(starts)):
+        if pairs[index]:
+            expected[starts[index] : starts[index - 1] + window] = False
+    covered = np.zeros(length, dtype=bool)
+    for begin, end in shared_spans(starts, window, others):
+        assert not covered[begin:end].any()
+        covered[begin:end] = True
+    np.testing.assert_array_equal(covered, expected)
 
 
 # ------------------------------------------------------------------------------ instances
