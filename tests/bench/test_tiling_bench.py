@@ -4,8 +4,10 @@ service, tiny images; ~30 s on 2 cores) whose result file holds every figure."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +59,16 @@ def test_server_timing_is_read_with_counts() -> None:
 
 
 @pytest.mark.timeout(120)
+def test_process_cpu_time_is_read_from_proc() -> None:
+    started, cpu = tiling.process_cpu_s(os.getpid()), time.process_time()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # burn CPU time
+        pass
+    spent = tiling.process_cpu_s(os.getpid()) - started
+    # /proc counts in clock ticks (10 ms): the same time to within a few ticks.
+    assert spent == pytest.approx(time.process_time() - cpu, abs=0.05)
+
+
 def test_a_quick_run_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "tiling.json"
     # Its own process: the bench takes the service's malloc options, which are process-wide.
@@ -88,6 +100,9 @@ def test_a_quick_run_writes_every_figure(tmp_path: Path) -> None:
     for r in throughput["rounds"]:
         assert r["server_timing_s"]["windows"] == throughput["windows"]
         assert r["batches"] >= 1
+        assert r["service_cpu_s"] > 0
+    assert len(throughput["cpu_rounds"]) == tiling.QUICK.repeats
+    assert throughput["cpu_ratio"] > 0
 
     agreement = result["agreement"]
     assert agreement["windows"] > 1  # the rule's sums over overlaps are exercised
