@@ -109,9 +109,11 @@ class BandStitcher:
         else:
             band[:, y0:, :x0] += logits[:, y0:, :x0]
         band[:, y1:, x0:] = logits[:, y1:, x0:]
-        if window.col + 1 < len(self._xs) and not self._pair[window.col + 1]:
+        pairs_with_next = window.col + 1 < len(self._xs) and self._pair[window.col + 1]
+        if window.col + 1 < len(self._xs) and not pairs_with_next:
             band[:, y0:y1, x1:] = logits[:, y0:y1, x1:]
-        self._previous = logits
+        # Kept only for the next window to sum with: it is a view of its batch's whole output.
+        self._previous = logits if pairs_with_next else None
         # Whole rows are contiguous class planes, which reduce about twice as fast per pixel
         # as the own columns alone: reduce them and keep the own columns.
         rows = np.empty((y1 - y0, w), dtype=np.uint8)

@@ -399,7 +399,7 @@ def measure_throughput(
         after, after_cpu = raw_block()
         batches = batches_after[0] - batches_before[0]
         items = batches_after[1] - batches_before[1]
-        service_wps = windows / seconds
+        service_wps, service_wpc = windows / seconds, windows / service_cpu_s
         rounds.append(
             {
                 "raw_before": {"raw": before},
@@ -415,14 +415,14 @@ def measure_throughput(
         cpu_rounds.append(
             {
                 "raw_before": {"raw": before_cpu},
-                "server_ips": windows / service_cpu_s,
+                "server_ips": service_wpc,
                 "raw_after": {"raw": after_cpu},
             }
         )
         print(
             f"  round {index + 1}: raw {before:.2f}, service {service_wps:.2f}, raw {after:.2f} "
             f"windows/s ({batches:.0f} batches, {seconds:.1f} s); per CPU second: raw "
-            f"{before_cpu:.2f}, service {windows / service_cpu_s:.2f}, raw {after_cpu:.2f}",
+            f"{before_cpu:.2f}, service {service_wpc:.2f}, raw {after_cpu:.2f}",
             flush=True,
         )
         before, before_cpu = after, after_cpu

@@ -82,13 +82,16 @@ class SemanticPredictor(TorchPredictor[SemanticResult]):
         to the input's size), so it is reordered there, and the upsampling writes the planes.
         """
         head = getattr(self.model, "classifier", None)
-        if not self.channels_last or not isinstance(head, torch.nn.Module):
-            return self._logits(batch).contiguous()
-        handle = head.register_forward_hook(lambda _module, _input, out: out.contiguous())
+        hook = (
+            head.register_forward_hook(lambda _module, _input, out: out.contiguous())
+            if self.channels_last and isinstance(head, torch.nn.Module)
+            else None
+        )
         try:
             return self._logits(batch).contiguous()  # a no-op when the hook took effect
         finally:
-            handle.remove()
+            if hook is not None:
+                hook.remove()
 
     @torch.inference_mode()
     def predict_batch(
